@@ -1,0 +1,159 @@
+"""The intermediate graph: Caffe layers as nodes, blobs in SSA form, shapes in Caffe order.
+
+Caffe reuses blob names for in-place layers (``relu1`` reads and writes ``conv1``). Here every
+write makes a new version (``conv1``, ``conv1@relu1``, …) so each node's inputs and outputs are
+distinct values; the Caffe name stays on :class:`Blob` for naming outputs.
+"""
+
+from dataclasses import dataclass, field
+
+from . import shapes
+from .errors import ConversionError
+
+# Refuse blobs larger than this many elements before anything is allocated (8 GiB of float32).
+MAX_BLOB_ELEMENTS = 2**31
+
+
+@dataclass
+class Blob:
+    id: str  # SSA name, unique in the graph
+    name: str  # Caffe's blob name
+    shape: tuple  # Caffe order (N, C, H, W for images)
+    producer: str = None  # name of the node writing it; None for network inputs
+
+
+@dataclass
+class Node:
+    name: str
+    type: str
+    param: object  # caffe_pb2.LayerParameter
+    bottoms: list = field(default_factory=list)  # SSA ids
+    tops: list = field(default_factory=list)  # SSA ids
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list
+    blobs: dict  # SSA id -> Blob
+    inputs: list  # SSA ids of network inputs, in declaration order
+    outputs: list  # SSA ids of network outputs, sorted by Caffe blob name like net.outputs
+    path: str = None
+
+    def shape(self, blob_id):
+        return self.blobs[blob_id].shape
+
+    def node(self, name):
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def _check_shape(shape, layer, path, what):
+    for dim in shape:
+        if int(dim) <= 0:
+            raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count > MAX_BLOB_ELEMENTS:
+        raise ConversionError(
+            f"{what} {list(shape)} has {count:,} elements, more than this converter allows "
+            f"({MAX_BLOB_ELEMENTS:,}); check the input shape",
+            file=path,
+            layer=layer,
+        )
+
+
+def build(netdef, input_shapes=None, outputs=None):
+    """Build the graph of a :class:`~caffe2keras.prototxt.NetDef` and infer every shape.
+
+    ``input_shapes`` maps input blob names to (N, C, H, W) overriding the declared shapes;
+    ``outputs`` cuts the network at these Caffe blob names instead of Caffe's own outputs.
+    """
+    path = netdef.path
+    input_shapes = dict(input_shapes or {})
+    for name in input_shapes:
+        if name not in netdef.inputs:
+            known = ", ".join(netdef.inputs) or "none"
+            raise ConversionError(f"--input-shape names '{name}', which is not an input (inputs: {known})", file=path)
+
+    blobs, current, inputs = {}, {}, []
+    for name, declared in netdef.inputs.items():
+        shape = input_shapes.get(name, declared)
+        if shape is None:
+            raise ConversionError(
+                f"input '{name}' has no declared shape; give one with --input-shape {name}=N,C,H,W", file=path
+            )
+        shape = tuple(int(d) for d in shape)
+        _check_shape(shape, None, path, f"input '{name}'")
+        blobs[name] = Blob(id=name, name=name, shape=shape)
+        current[name] = name
+        inputs.append(name)
+
+    nodes, available = [], set(netdef.inputs)
+    names_seen = set()
+    for layer in netdef.layers:
+        lname = layer.name or f"{layer.type.lower()}{len(nodes)}"
+        if lname in names_seen:
+            raise ConversionError("two layers have this name", file=path, layer=lname)
+        names_seen.add(lname)
+        if layer.type == "Input":
+            # Its tops are network inputs, created above.
+            continue
+        bottoms = []
+        for b in layer.bottom:
+            if b not in current:
+                raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=lname)
+            bottoms.append(current[b])
+            available.discard(b)
+        node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
+        try:
+            top_shapes = shapes.infer(node, [blobs[b].shape for b in bottoms])
+        except ConversionError as err:
+            if err.file is None:
+                err.file = path
+            if err.layer is None:
+                err.layer = lname
+            raise ConversionError(err.message, file=err.file, layer=err.layer) from None
+        if len(top_shapes) != len(layer.top):
+            raise ConversionError(
+                f"{layer.type} produces {len(top_shapes)} top(s) but {len(layer.top)} are listed", file=path, layer=lname
+            )
+        for top, shape in zip(layer.top, top_shapes):
+            shape = tuple(int(d) for d in shape)
+            _check_shape(shape, lname, path, f"top '{top}'")
+            bid = top if top not in current and top not in blobs else f"{top}@{lname}"
+            blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
+            current[top] = bid
+            node.tops.append(bid)
+            available.add(top)
+        nodes.append(node)
+
+    if outputs:
+        missing = [o for o in outputs if o not in current]
+        if missing:
+            raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
+        out_names = list(outputs)
+    else:
+        out_names = sorted(available | {b for b in netdef.extra_outputs if b in current})
+        out_names = [n for n in out_names if n not in netdef.inputs or not nodes]
+    graph = Graph(
+        name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=[current[n] for n in out_names], path=path
+    )
+    if outputs:
+        _prune(graph)
+    return graph
+
+
+def _prune(graph):
+    """Keep only the nodes the chosen outputs depend on."""
+    needed = set(graph.outputs)
+    kept = []
+    for node in reversed(graph.nodes):
+        if needed.intersection(node.tops):
+            kept.append(node)
+            needed.update(node.bottoms)
+    graph.nodes = kept[::-1]
+    graph.inputs = [i for i in graph.inputs if i in needed]

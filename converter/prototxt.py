@@ -1,0 +1,208 @@
+"""Reading a network definition: text parsing, V1 → V2 upgrade, phase filtering, inputs.
+
+The result is a :class:`NetDef`: the layers Caffe would instantiate for inference (TEST phase),
+in V2 form, and the network inputs with their declared shapes. Data layers of train/val nets
+become inputs; loss and accuracy layers are dropped and what fed them becomes an output.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from .errors import ConversionError
+from .schema import V1_TYPES, caffe_pb2
+
+# Layers that read data from disk or memory in Caffe: for inference their first top is an input.
+DATA_TYPES = {
+    "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData",
+    "AnnotatedData", "DenseImageData", "VideoData",
+}
+# Layers that only make sense in training or evaluation.
+EVAL_TYPES = {"Accuracy", "DetectionEvaluate", "HDF5Output"}
+
+
+def is_loss(layer_type):
+    return layer_type.endswith("Loss") or layer_type in EVAL_TYPES
+
+
+@dataclass
+class NetDef:
+    """A network as Caffe would run it for inference, before shapes are known."""
+
+    name: str
+    layers: list  # caffe_pb2.LayerParameter, V2, in execution order
+    inputs: dict  # blob name -> declared shape (tuple) or None when only --input-shape can say
+    extra_outputs: list = field(default_factory=list)  # blobs that fed dropped loss/Silence layers
+    path: str = None
+
+
+def parse_text(text, path=None):
+    """Parse prototxt text into a NetParameter; syntax errors name line and column."""
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Merge(text, net, allow_unknown_field=False)
+    except text_format.ParseError as err:
+        msg = str(err)
+        # ParseError's text starts with "line:col : "; we report those separately.
+        if ":" in msg and msg.split(":", 1)[0].isdigit():
+            msg = msg.split(" : ", 1)[-1]
+        raise ConversionError(
+            f"not a valid Caffe prototxt: {msg}", file=path, line=err.GetLine(), column=err.GetColumn()
+        ) from None
+    return net
+
+
+def read_text(path):
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError("no such file", file=path)
+    if path.is_dir():
+        raise ConversionError("is a directory, expected a .prototxt file", file=path)
+    data = path.read_bytes()
+    if b"\x00" in data[:4096]:
+        raise ConversionError(
+            "is a binary file, not a text prototxt (a .caffemodel given in place of the prototxt?)",
+            file=path,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def load(path, phase="TEST"):
+    """Read a prototxt file into a :class:`NetDef` for the given phase."""
+    net = parse_text(read_text(path), path=str(path))
+    return netdef_from_proto(net, phase=phase, path=str(path))
+
+
+def upgrade_v1(v1):
+    """One V1 ``layers {}`` entry as a V2 LayerParameter (Caffe's UpgradeV1LayerParameter)."""
+    layer = caffe_pb2.LayerParameter()
+    layer.name = v1.name
+    type_name = caffe_pb2.V1LayerParameter.LayerType.Name(v1.type)
+    layer.type = V1_TYPES.get(type_name, type_name)
+    layer.bottom.extend(v1.bottom)
+    layer.top.extend(v1.top)
+    for rule in v1.include:
+        layer.include.add().CopyFrom(rule)
+    for rule in v1.exclude:
+        layer.exclude.add().CopyFrom(rule)
+    layer.loss_weight.extend(v1.loss_weight)
+    v2_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    for fd, value in v1.ListFields():
+        if fd.name.endswith("_param") and fd.name in v2_fields:
+            getattr(layer, fd.name).CopyFrom(value)
+    for blob in v1.blobs:
+        layer.blobs.add().CopyFrom(blob)
+    return layer
+
+
+def _meets_rule(rule, phase):
+    # Caffe's StateMeetsRule for a NetState of (phase, level 0, no stages).
+    if rule.HasField("phase") and caffe_pb2.Phase.Name(rule.phase) != phase:
+        return False
+    if rule.HasField("min_level") and 0 < rule.min_level:
+        return False
+    if rule.HasField("max_level") and 0 > rule.max_level:
+        return False
+    return not rule.stage
+
+
+def _included(layer, phase):
+    if layer.include:
+        return any(_meets_rule(r, phase) for r in layer.include)
+    return not any(_meets_rule(r, phase) for r in layer.exclude)
+
+
+def _data_shape(layer):
+    """The (N, C, H, W) a data layer feeds, as far as its parameters say; None where unknown."""
+    if layer.type == "DummyData" and layer.dummy_data_param.shape:
+        return tuple(layer.dummy_data_param.shape[0].dim)
+    if layer.type == "MemoryData":
+        p = layer.memory_data_param
+        return (p.batch_size, p.channels, p.height, p.width)
+    tp = layer.transform_param
+    batch = 1
+    for name in ("data_param", "image_data_param", "window_data_param", "dense_image_data_param"):
+        if name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name and layer.HasField(name):
+            batch = getattr(getattr(layer, name), "batch_size", 1) or 1
+    if layer.type == "ImageData" and layer.image_data_param.new_height:
+        p = layer.image_data_param
+        channels = 3 if p.is_color else 1
+        h, w = p.new_height, p.new_width
+        if tp.crop_size:
+            h = w = tp.crop_size
+        return (batch, channels, h, w)
+    if tp.crop_size:
+        channels = len(tp.mean_value) if len(tp.mean_value) in (1, 3) else 3
+        return (batch, channels, tp.crop_size, tp.crop_size)
+    return None
+
+
+def netdef_from_proto(net, phase="TEST", path=None):
+    if net.layers and net.layer:
+        raise ConversionError("mixes V1 'layers' and V2 'layer' entries", file=path)
+    if net.layers:
+        layers = [upgrade_v1(v1) for v1 in net.layers]
+    else:
+        layers = list(net.layer)
+
+    inputs = {}
+    if net.input:
+        if net.input_shape:
+            if len(net.input_shape) != len(net.input):
+                raise ConversionError(
+                    f"{len(net.input)} inputs but {len(net.input_shape)} input_shape entries", file=path
+                )
+            for name, shape in zip(net.input, net.input_shape):
+                inputs[name] = tuple(shape.dim)
+        elif net.input_dim:
+            if len(net.input_dim) != 4 * len(net.input):
+                raise ConversionError(
+                    f"{len(net.input)} inputs need {4 * len(net.input)} input_dim values, "
+                    f"found {len(net.input_dim)}",
+                    file=path,
+                )
+            for i, name in enumerate(net.input):
+                inputs[name] = tuple(net.input_dim[4 * i : 4 * i + 4])
+        else:
+            for name in net.input:
+                inputs[name] = None
+
+    kept, extra_outputs = [], []
+    excluded_data = {}
+    for layer in layers:
+        if not _included(layer, phase):
+            if layer.type in DATA_TYPES and layer.top:
+                excluded_data.setdefault(layer.top[0], layer)
+            continue
+        if layer.type in DATA_TYPES:
+            # The first top is the data; further tops (labels) only feed losses.
+            if layer.top and layer.top[0] not in inputs:
+                inputs[layer.top[0]] = _data_shape(layer)
+            continue
+        if layer.type == "Input":
+            shapes = list(layer.input_param.shape)
+            for i, top in enumerate(layer.top):
+                if not shapes:
+                    inputs[top] = None
+                else:
+                    inputs[top] = tuple(shapes[i if len(shapes) > 1 else 0].dim)
+            kept.append(layer)
+            continue
+        if is_loss(layer.type) or layer.type == "Silence":
+            extra_outputs.extend(b for b in layer.bottom if b not in extra_outputs)
+            continue
+        kept.append(layer)
+
+    # A blob that only an excluded data layer produces (e.g. stage-specific TEST data) is an input.
+    produced = set(inputs)
+    for layer in kept:
+        for bottom in layer.bottom:
+            if bottom not in produced and bottom in excluded_data:
+                inputs[bottom] = _data_shape(excluded_data[bottom])
+        produced.update(layer.top)
+    extra_outputs = [b for b in extra_outputs if b in produced and b not in inputs]
+    return NetDef(name=net.name, layers=kept, inputs=inputs, extra_outputs=extra_outputs, path=path)

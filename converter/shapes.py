@@ -1,0 +1,307 @@
+"""Output shapes, one function per Caffe layer type, each with Caffe's own formula.
+
+Shapes are tuples in Caffe order. A shape function takes the node (its ``param`` is the
+LayerParameter) and the bottom shapes and returns the list of top shapes.
+"""
+
+import math
+
+from .errors import ConversionError
+
+SHAPES = {}
+
+# Types whose single top has the shape of their first bottom.
+ELEMENTWISE = [
+    "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold",
+    "Clip", "Swish", "Dropout", "Softmax", "Eltwise", "BatchNorm", "Scale", "Bias", "LRN", "MVN",
+    "ReLU6", "HardSigmoid", "HardSwish", "GELU", "Mish", "BN", "Normalize", "Axpy", "ShuffleChannel",
+]
+
+
+def shape(*types):
+    def register(fn):
+        for t in types:
+            SHAPES[t] = fn
+        return fn
+
+    return register
+
+
+def infer(node, bottom_shapes):
+    fn = SHAPES.get(node.type)
+    if fn is None:
+        raise ConversionError(f"unsupported layer type '{node.type}'")
+    return fn(node, [tuple(s) for s in bottom_shapes])
+
+
+def canonical_axis(axis, rank, what="axis"):
+    if not -rank <= axis < rank:
+        raise ConversionError(f"{what} {axis} is out of range for a blob of {rank} axes")
+    return axis % rank
+
+
+def spatial_params(p, prefix, default, n=2):
+    """Caffe's repeated-or-_h/_w convolution and pooling parameters (kernel, stride, pad, dilation)."""
+    fields = p.DESCRIPTOR.fields_by_name
+    if prefix + "_h" in fields and (p.HasField(prefix + "_h") or p.HasField(prefix + "_w")):
+        return (getattr(p, prefix + "_h"), getattr(p, prefix + "_w"))
+    plural = {"kernel": "kernel_size", "stride": "stride", "pad": "pad", "dilation": "dilation"}[prefix]
+    value = getattr(p, plural)
+    if isinstance(value, int):  # PoolingParameter's fields are scalars, ConvolutionParameter's repeated
+        return (value,) * n if p.HasField(plural) else (default,) * n
+    values = list(value)
+    if not values:
+        return (default,) * n
+    if len(values) == 1:
+        return (values[0],) * n
+    if len(values) != n:
+        raise ConversionError(f"{plural} has {len(values)} values for {n} spatial axes")
+    return tuple(values)
+
+
+@shape(*ELEMENTWISE)
+def shape_elementwise(node, bottoms):
+    return [bottoms[0]]
+
+
+@shape("Split")
+def shape_split(node, bottoms):
+    return [bottoms[0]] * len(node.param.top)
+
+
+def conv_geometry(p, bottom):
+    if len(bottom) != 4:
+        raise ConversionError(f"only 2-D convolution is supported (bottom shape {list(bottom)})")
+    kernel = spatial_params(p, "kernel", 0)
+    if min(kernel) <= 0:
+        raise ConversionError("kernel size must be set and positive")
+    stride = spatial_params(p, "stride", 1)
+    pad = spatial_params(p, "pad", 0)
+    dilation = spatial_params(p, "dilation", 1)
+    if min(stride) <= 0 or min(dilation) <= 0:
+        raise ConversionError("stride and dilation must be positive")
+    return kernel, stride, pad, dilation
+
+
+@shape("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+def shape_convolution(node, bottoms):
+    p = node.param.convolution_param
+    kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
+    n, c, h, w = bottoms[0]
+    out = [n, p.num_output]
+    for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
+        extent = d * (k - 1) + 1
+        out.append((size + 2 * q - extent) // s + 1)
+    return [tuple(out)]
+
+
+@shape("Deconvolution")
+def shape_deconvolution(node, bottoms):
+    p = node.param.convolution_param
+    kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
+    n, c, h, w = bottoms[0]
+    out = [n, p.num_output]
+    for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
+        out.append(s * (size - 1) + d * (k - 1) + 1 - 2 * q)
+    return [tuple(out)]
+
+
+def pool_ceil(p):
+    """Whether pooling rounds its output size up: BVLC ``round_mode`` or the forks' ``ceil_mode``."""
+    if p.HasField("ceil_mode"):
+        return p.ceil_mode
+    return p.round_mode == p.CEIL
+
+
+def pool_geometry(p, bottom):
+    """Kernel, stride, pad and output size of a Pooling layer, with Caffe's clip rule."""
+    if len(bottom) != 4:
+        raise ConversionError(f"Pooling needs a 4-D bottom, got {list(bottom)}")
+    n, c, h, w = bottom
+    if p.global_pooling:
+        return (h, w), (1, 1), (0, 0), (1, 1)
+    kernel = spatial_params(p, "kernel", 0)
+    stride = spatial_params(p, "stride", 1)
+    pad = spatial_params(p, "pad", 0)
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise ConversionError("pooling kernel and stride must be positive")
+    for k, q in zip(kernel, pad):
+        if q >= k:
+            raise ConversionError(f"pad {q} must be smaller than the kernel {k}")
+    rounding = math.ceil if pool_ceil(p) else math.floor
+    out = []
+    for size, k, s, q in zip((h, w), kernel, stride, pad):
+        pooled = int(rounding((size + 2 * q - k) / s)) + 1
+        # Caffe drops a last window that would start inside the padding.
+        if any(pad) and (pooled - 1) * s >= size + q:
+            pooled -= 1
+        out.append(pooled)
+    return kernel, stride, pad, tuple(out)
+
+
+@shape("Pooling")
+def shape_pooling(node, bottoms):
+    _, _, _, out = pool_geometry(node.param.pooling_param, bottoms[0])
+    n, c = bottoms[0][:2]
+    tops = [(n, c) + out]
+    return tops * len(node.param.top)  # a second top is the MAX argmax mask
+
+
+@shape("InnerProduct")
+def shape_inner_product(node, bottoms):
+    p = node.param.inner_product_param
+    axis = canonical_axis(p.axis, len(bottoms[0]))
+    return [bottoms[0][:axis] + (p.num_output,)]
+
+
+@shape("Concat")
+def shape_concat(node, bottoms):
+    p = node.param.concat_param
+    axis = p.concat_dim if p.HasField("concat_dim") else p.axis
+    axis = canonical_axis(axis, len(bottoms[0]))
+    out = list(bottoms[0])
+    for b in bottoms[1:]:
+        if len(b) != len(out) or any(b[i] != out[i] for i in range(len(out)) if i != axis):
+            raise ConversionError(f"Concat inputs {list(bottoms[0])} and {list(b)} differ off axis {axis}")
+        out[axis] += b[axis]
+    return [tuple(out)]
+
+
+def slice_points(node, bottom):
+    p = node.param.slice_param
+    axis = p.slice_dim if p.HasField("slice_dim") else p.axis
+    axis = canonical_axis(axis, len(bottom))
+    n_tops = len(node.param.top)
+    size = bottom[axis]
+    if p.slice_point:
+        points = list(p.slice_point)
+        if len(points) != n_tops - 1:
+            raise ConversionError(f"{len(points)} slice points for {n_tops} tops")
+    else:
+        if size % n_tops:
+            raise ConversionError(f"axis {axis} of size {size} does not divide into {n_tops} tops")
+        points = [size // n_tops * i for i in range(1, n_tops)]
+    bounds = [0] + points + [size]
+    if any(b1 <= b0 for b0, b1 in zip(bounds, bounds[1:])):
+        raise ConversionError(f"slice points {points} do not cut axis {axis} of size {size} into non-empty parts")
+    return axis, bounds
+
+
+@shape("Slice")
+def shape_slice(node, bottoms):
+    axis, bounds = slice_points(node, bottoms[0])
+    out = []
+    for b0, b1 in zip(bounds, bounds[1:]):
+        s = list(bottoms[0])
+        s[axis] = b1 - b0
+        out.append(tuple(s))
+    return out
+
+
+@shape("Flatten")
+def shape_flatten(node, bottoms):
+    p = node.param.flatten_param
+    b = bottoms[0]
+    start = canonical_axis(p.axis, len(b))
+    end = canonical_axis(p.end_axis, len(b))
+    return [b[:start] + (math.prod(b[start : end + 1]),) + b[end + 1 :]]
+
+
+def reshape_target(p, bottom):
+    """Caffe's Reshape: dims of ``shape`` replace axes [axis, axis+num_axes); 0 copies, -1 infers."""
+    rank = len(bottom)
+    axis = p.axis if p.axis >= 0 else rank + p.axis + 1
+    if not 0 <= axis <= rank:
+        raise ConversionError(f"Reshape axis {p.axis} out of range for {list(bottom)}")
+    end = rank if p.num_axes == -1 else axis + p.num_axes
+    if end > rank:
+        raise ConversionError(f"Reshape num_axes {p.num_axes} too large for {list(bottom)}")
+    dims = list(p.shape.dim)
+    new = []
+    infer_at = None
+    for i, d in enumerate(dims):
+        if d == 0:
+            if axis + i >= rank:
+                raise ConversionError("Reshape dim 0 copies an axis the bottom does not have")
+            new.append(bottom[axis + i])
+        elif d == -1:
+            if infer_at is not None:
+                raise ConversionError("Reshape has more than one -1")
+            infer_at = i
+            new.append(1)
+        elif d < 0:
+            raise ConversionError(f"Reshape dim {d} is invalid")
+        else:
+            new.append(d)
+    out = list(bottom[:axis]) + new + list(bottom[end:])
+    total = math.prod(bottom)
+    if infer_at is not None:
+        rest = math.prod(out)
+        if rest == 0 or total % rest:
+            raise ConversionError(f"Reshape cannot infer -1: {total} elements into {out}")
+        out[axis + infer_at] = total // rest
+    if math.prod(out) != total:
+        raise ConversionError(f"Reshape of {list(bottom)} into {out} changes the element count")
+    return tuple(out)
+
+
+@shape("Reshape")
+def shape_reshape(node, bottoms):
+    return [reshape_target(node.param.reshape_param, bottoms[0])]
+
+
+@shape("Crop")
+def shape_crop(node, bottoms):
+    if len(bottoms) != 2:
+        raise ConversionError("Crop needs two bottoms (the blob and the reference)")
+    a, ref = bottoms
+    axis = canonical_axis(node.param.crop_param.axis, len(a))
+    return [a[:axis] + ref[axis:]]
+
+
+def permute_order(p, rank):
+    order = list(p.order)
+    for a in order:
+        if not 0 <= a < rank:
+            raise ConversionError(f"Permute order {order} out of range for {rank} axes")
+    if len(set(order)) != len(order):
+        raise ConversionError(f"Permute order {order} repeats an axis")
+    return order + [a for a in range(rank) if a not in order]
+
+
+@shape("Permute")
+def shape_permute(node, bottoms):
+    order = permute_order(node.param.permute_param, len(bottoms[0]))
+    return [tuple(bottoms[0][a] for a in order)]
+
+
+@shape("Reduction")
+def shape_reduction(node, bottoms):
+    axis = canonical_axis(node.param.reduction_param.axis, len(bottoms[0]))
+    return [bottoms[0][:axis]]
+
+
+@shape("ArgMax")
+def shape_argmax(node, bottoms):
+    p = node.param.argmax_param
+    b = bottoms[0]
+    if p.HasField("axis"):
+        axis = canonical_axis(p.axis, len(b))
+        if p.top_k > b[axis]:
+            raise ConversionError(f"top_k {p.top_k} exceeds axis size {b[axis]}")
+        return [b[:axis] + (p.top_k,) + b[axis + 1 :]]
+    return [(b[0], 2 if p.out_max_val else 1, p.top_k)]
+
+
+@shape("Tile")
+def shape_tile(node, bottoms):
+    p = node.param.tile_param
+    b = list(bottoms[0])
+    axis = canonical_axis(p.axis, len(b))
+    b[axis] *= p.tiles
+    return [tuple(b)]
+
+
+@shape("Embed")
+def shape_embed(node, bottoms):
+    return [bottoms[0] + (node.param.embed_param.num_output,)]

@@ -1,0 +1,126 @@
+"""Element-wise layers: activations, Power/Exp/Log, Threshold, Dropout.
+
+They work in whatever layout their bottom has, so they never cause a transpose.
+"""
+
+import keras
+import numpy as np
+
+from .. import layers
+from ..layout import NHWC
+from . import translator
+
+
+def _same_layout(layer, x):
+    return [(layer(x.value), x.layout)]
+
+
+@translator("ReLU")
+def relu(ctx, node, inputs):
+    slope = node.param.relu_param.negative_slope
+    if slope:
+        layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name(node))
+    else:
+        layer = keras.layers.ReLU(name=ctx.name(node))
+    return _same_layout(layer, inputs[0])
+
+
+@translator("ReLU6")
+def relu6(ctx, node, inputs):
+    return _same_layout(keras.layers.ReLU(max_value=6.0, name=ctx.name(node)), inputs[0])
+
+
+@translator("PReLU")
+def prelu(ctx, node, inputs):
+    x = inputs[0]
+    p = node.param.prelu_param
+    channels = x.shape[1] if x.rank > 1 else 1
+    channel_axis = x.axis(1) if x.rank > 1 else None
+    shared = [a for a in range(1, x.rank) if p.channel_shared or a != channel_axis]
+    layer = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(node))
+    y = layer(x.value)
+    params = ctx.params(node, [(1,) if p.channel_shared else (channels,)])
+    if params is not None:
+        layer.set_weights([params[0].reshape(layer.get_weights()[0].shape)])
+    return [(y, x.layout)]
+
+
+@translator("ELU")
+def elu(ctx, node, inputs):
+    return _same_layout(keras.layers.ELU(alpha=node.param.elu_param.alpha, name=ctx.name(node)), inputs[0])
+
+
+@translator("Sigmoid")
+def sigmoid(ctx, node, inputs):
+    return _same_layout(keras.layers.Activation("sigmoid", name=ctx.name(node)), inputs[0])
+
+
+@translator("TanH")
+def tanh(ctx, node, inputs):
+    return _same_layout(keras.layers.Activation("tanh", name=ctx.name(node)), inputs[0])
+
+
+@translator("BNLL")
+def bnll(ctx, node, inputs):
+    # Caffe's BNLL is log(1 + exp(x)), computed stably: softplus.
+    return _same_layout(keras.layers.Activation("softplus", name=ctx.name(node)), inputs[0])
+
+
+@translator("AbsVal")
+def absval(ctx, node, inputs):
+    return _same_layout(layers.AbsVal(name=ctx.name(node)), inputs[0])
+
+
+@translator("Power")
+def power(ctx, node, inputs):
+    p = node.param.power_param
+    return _same_layout(layers.Power(p.power, p.scale, p.shift, name=ctx.name(node)), inputs[0])
+
+
+@translator("Exp")
+def exp(ctx, node, inputs):
+    p = node.param.exp_param
+    return _same_layout(layers.Exp(p.base, p.scale, p.shift, name=ctx.name(node)), inputs[0])
+
+
+@translator("Log")
+def log(ctx, node, inputs):
+    p = node.param.log_param
+    return _same_layout(layers.Log(p.base, p.scale, p.shift, name=ctx.name(node)), inputs[0])
+
+
+@translator("Threshold")
+def threshold(ctx, node, inputs):
+    return _same_layout(layers.Threshold(node.param.threshold_param.threshold, name=ctx.name(node)), inputs[0])
+
+
+@translator("Clip")
+def clip(ctx, node, inputs):
+    p = node.param.clip_param
+    return _same_layout(layers.Clip(p.min, p.max, name=ctx.name(node)), inputs[0])
+
+
+@translator("Swish")
+def swish(ctx, node, inputs):
+    return _same_layout(layers.Swish(node.param.swish_param.beta, name=ctx.name(node)), inputs[0])
+
+
+@translator("HardSigmoid")
+def hard_sigmoid(ctx, node, inputs):
+    return _same_layout(layers.HardSigmoid(name=ctx.name(node)), inputs[0])
+
+
+@translator("HardSwish")
+def hard_swish(ctx, node, inputs):
+    return _same_layout(layers.HardSwish(name=ctx.name(node)), inputs[0])
+
+
+@translator("Dropout")
+def dropout(ctx, node, inputs):
+    p = node.param.dropout_param
+    if not p.scale_train:
+        # Without scale_train Caffe scales by (1 - ratio) at test time instead of at training.
+        layer = layers.Power(1.0, 1.0 - p.dropout_ratio, 0.0, name=ctx.name(node))
+    else:
+        layer = keras.layers.Dropout(p.dropout_ratio, name=ctx.name(node))
+    return _same_layout(layer, inputs[0])

@@ -1,0 +1,122 @@
+"""Layers with learned weights: Convolution, Deconvolution, InnerProduct, Embed."""
+
+import keras
+import numpy as np
+
+from .. import layers, weights
+from ..layout import CAFFE, NHWC
+from ..shapes import conv_geometry
+from . import translator
+
+
+def _conv_bias(ctx, node, params, out_channels):
+    if not node.param.convolution_param.bias_term:
+        return []
+    return [params[1].reshape(out_channels)]
+
+
+@translator("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+def convolution(ctx, node, inputs):
+    p = node.param.convolution_param
+    x = inputs[0]
+    kernel, stride, pad, dilation = conv_geometry(p, x.shape)
+    channels, out = x.shape[1], p.num_output
+    group = p.group if node.type == "Convolution" else channels
+    if channels % group or out % group:
+        raise ctx.fail(node, f"group {group} does not divide {channels} input and {out} output channels")
+    if p.axis != 1:
+        raise ctx.fail(node, f"convolution over axis {p.axis} is not supported (only 1)")
+    value = ctx.canonical(x, node)
+    if any(pad):
+        value = keras.layers.ZeroPadding2D(padding=tuple((q, q) for q in pad), name=ctx.name(node, "pad"))(value)
+    # TensorFlow rejects stride > 1 together with dilation > 1: convolve densely, then subsample.
+    strided_dilation = max(stride) > 1 and max(dilation) > 1
+    conv_stride = (1, 1) if strided_dilation else stride
+    common = dict(
+        kernel_size=kernel,
+        strides=conv_stride,
+        padding="valid",
+        dilation_rate=dilation,
+        use_bias=p.bias_term,
+        name=ctx.name(node, "conv") if strided_dilation else ctx.name(node),
+    )
+    depthwise = group == channels and group > 1
+    if depthwise:
+        layer = keras.layers.DepthwiseConv2D(depth_multiplier=out // channels, **common)
+    else:
+        layer = keras.layers.Conv2D(filters=out, groups=group, **common)
+    y = layer(value)
+    params = ctx.params(node, [(out, channels // group) + kernel] + ([(out,)] if p.bias_term else []))
+    if params is not None:
+        k = weights.depthwise_kernel(params[0], channels) if depthwise else weights.conv_kernel(params[0])
+        layer.set_weights([k] + _conv_bias(ctx, node, params, out))
+    if strided_dilation:
+        y = layers.Subsample(stride, name=ctx.name(node))(y)
+    return [y]
+
+
+@translator("Deconvolution")
+def deconvolution(ctx, node, inputs):
+    p = node.param.convolution_param
+    x = inputs[0]
+    kernel, stride, pad, dilation = conv_geometry(p, x.shape)
+    channels, out, group = x.shape[1], p.num_output, p.group
+    if channels % group or out % group:
+        raise ctx.fail(node, f"group {group} does not divide {channels} input and {out} output channels")
+    layer = layers.Deconvolution(
+        filters=out,
+        kernel=kernel,
+        stride=stride,
+        pad=pad,
+        dilation=dilation,
+        group=group,
+        use_bias=p.bias_term,
+        output_hw=ctx.shape(node)[2:],
+        name=ctx.name(node),
+    )
+    y = layer(ctx.canonical(x, node))
+    params = ctx.params(node, [(channels, out // group) + kernel] + ([(out,)] if p.bias_term else []))
+    if params is not None:
+        layer.set_weights([weights.deconv_kernel(params[0])] + _conv_bias(ctx, node, params, out))
+    return [y]
+
+
+@translator("InnerProduct")
+def inner_product(ctx, node, inputs):
+    p = node.param.inner_product_param
+    x = inputs[0]
+    axis = p.axis % x.rank
+    n_in = int(np.prod(x.shape[axis:]))
+    chw = None
+    if axis == 1 and x.rank == 4 and x.layout == NHWC and np.prod(x.shape[2:]) > 1:
+        # Flatten the NHWC tensor as it is and reorder the weight rows instead of the activations.
+        chw = x.shape[1:]
+        value = keras.layers.Flatten(name=ctx.name(node, "flatten"))(x.value)
+    elif axis == 1 and x.rank > 2:
+        value = keras.layers.Flatten(name=ctx.name(node, "flatten"))(ctx.as_layout(x, NHWC if x.rank == 4 else CAFFE, node))
+    elif x.rank > axis + 1:
+        value = ctx.caffe(x, node)
+        value = keras.layers.Reshape(tuple(x.shape[1:axis]) + (n_in,), name=ctx.name(node, "flatten"))(value)
+    else:
+        value = ctx.caffe(x, node)
+    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    y = layer(value)
+    w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
+    params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
+    if params is not None:
+        k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw)
+        layer.set_weights([k] + ([params[1].reshape(-1)] if p.bias_term else []))
+    out_rank = axis + 1
+    return [(y, CAFFE) if out_rank == 4 else y]
+
+
+@translator("Embed")
+def embed(ctx, node, inputs):
+    p = node.param.embed_param
+    x = inputs[0]
+    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    y = layer(ctx.caffe(x, node))
+    params = ctx.params(node, [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else []))
+    if params is not None:
+        layer.set_weights(params[:1] + ([params[1].reshape(-1)] if p.bias_term else []))
+    return [(y, CAFFE) if len(ctx.shape(node)) == 4 else y]

@@ -1,0 +1,45 @@
+"""Spatial layers without weights: Pooling and LRN."""
+
+import keras
+
+from .. import layers
+from ..shapes import pool_geometry
+from . import translator
+
+
+@translator("Pooling")
+def pooling(ctx, node, inputs):
+    p = node.param.pooling_param
+    x = inputs[0]
+    if len(node.tops) > 1:
+        raise ctx.fail(node, "Pooling with a mask top (max-unpooling) is not supported yet")
+    kind = p.PoolMethod.Name(p.pool)
+    if kind not in ("MAX", "AVE"):
+        raise ctx.fail(node, f"{kind} pooling is not supported (only MAX and AVE)")
+    kernel, stride, pad, out_hw = pool_geometry(p, x.shape)
+    value = ctx.canonical(x, node)
+    in_hw = tuple(x.shape[2:])
+    if p.global_pooling or (kernel == in_hw and out_hw == (1, 1) and not any(pad)):
+        cls = keras.layers.GlobalMaxPooling2D if kind == "MAX" else keras.layers.GlobalAveragePooling2D
+        return [cls(keepdims=True, name=ctx.name(node))(value)]
+    valid_hw = tuple((s - k) // st + 1 for s, k, st in zip(in_hw, kernel, stride))
+    if not any(pad) and valid_hw == out_hw:
+        # No padding and no ceil overhang: Caffe's windows are exactly Keras' VALID windows.
+        cls = keras.layers.MaxPooling2D if kind == "MAX" else keras.layers.AveragePooling2D
+        return [cls(pool_size=kernel, strides=stride, padding="valid", name=ctx.name(node))(value)]
+    layer = layers.CaffePooling2D(
+        pool=kind.lower(), kernel=kernel, stride=stride, pad=pad, input_hw=in_hw, output_hw=out_hw, name=ctx.name(node)
+    )
+    return [layer(value)]
+
+
+@translator("LRN")
+def lrn(ctx, node, inputs):
+    p = node.param.lrn_param
+    if p.local_size % 2 == 0:
+        raise ctx.fail(node, f"LRN local_size must be odd, got {p.local_size}")
+    if inputs[0].rank != 4:
+        raise ctx.fail(node, "LRN needs a 4-D bottom")
+    region = "across" if p.norm_region == p.ACROSS_CHANNELS else "within"
+    layer = layers.LRN(local_size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k, region=region, name=ctx.name(node))
+    return [layer(ctx.canonical(inputs[0], node))]
