@@ -7,9 +7,13 @@ Importing the package also registers its custom Keras layers, so saved models lo
 ``keras.models.load_model(path, safe_mode=True)``.
 """
 
-from . import layers  # noqa: F401  (registers the custom Keras layers)
-from .api import build, convert
-from .errors import ConversionError
+from ._quiet import import_tensorflow
+
+import_tensorflow()
+
+from . import layers  # noqa: E402,F401  (registers the custom Keras layers)
+from .api import build, convert  # noqa: E402
+from .errors import ConversionError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["convert", "build", "ConversionError", "__version__"]

@@ -74,6 +74,11 @@ def build(netdef, input_shapes=None, outputs=None):
     """
     path = netdef.path
     input_shapes = dict(input_shapes or {})
+    if None in input_shapes:
+        if len(netdef.inputs) != 1:
+            known = ", ".join(netdef.inputs) or "none"
+            raise ConversionError(f"the network has several inputs ({known}); name one as NAME=N,C,H,W", file=path)
+        input_shapes[next(iter(netdef.inputs))] = input_shapes.pop(None)
     for name in input_shapes:
         if name not in netdef.inputs:
             known = ", ".join(netdef.inputs) or "none"
