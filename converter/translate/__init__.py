@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from ..errors import ConversionError
-from ..layout import CAFFE, NHWC, Tensor, canonical, keras_shape
+from ..layout import CAFFE, Tensor, canonical, keras_shape
 
 TRANSLATORS = {}
 
@@ -64,6 +64,24 @@ class Context:
 
     def fail(self, node, message):
         return ConversionError(message, file=self.graph.path, layer=node.name)
+
+    def is_output(self, node, i=0):
+        """Whether the node's i-th top is a network output (which must be in canonical layout)."""
+        return node.tops[i] in self.graph.outputs
+
+    def finish(self, node, value, layout):
+        """Hand on ``value`` held in ``layout``; for a 4-D network output held in Caffe order,
+        ``value`` must come from a helper layer and the named layer transposes it to NHWC."""
+        if layout == CAFFE and len(self.shape(node)) == 4 and self.is_output(node):
+            return keras.layers.Permute((2, 3, 1), name=self.name(node))(value)
+        return (value, layout)
+
+    def named_or_helper(self, node, layout, suffix="caffe_order"):
+        """The name for the layer making a top held in ``layout``: the Caffe name, unless
+        :meth:`finish` will add the named transpose after it."""
+        if layout == CAFFE and len(self.shape(node)) == 4 and self.is_output(node):
+            return self.name(node, suffix)
+        return self.name(node)
 
     def shape(self, node, i=0):
         """Caffe shape of the node's i-th top."""

@@ -99,24 +99,25 @@ def inner_product(ctx, node, inputs):
         value = keras.layers.Reshape(tuple(x.shape[1:axis]) + (n_in,), name=ctx.name(node, "flatten"))(value)
     else:
         value = ctx.caffe(x, node)
-    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    out_layout = CAFFE if axis + 1 == 4 else None
+    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.named_or_helper(node, out_layout))
     y = layer(value)
     w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
     params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
     if params is not None:
         k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw)
         layer.set_weights([k] + ([params[1].reshape(-1)] if p.bias_term else []))
-    out_rank = axis + 1
-    return [(y, CAFFE) if out_rank == 4 else y]
+    return [ctx.finish(node, y, CAFFE) if out_layout else y]
 
 
 @translator("Embed")
 def embed(ctx, node, inputs):
     p = node.param.embed_param
     x = inputs[0]
-    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    out_layout = CAFFE if len(ctx.shape(node)) == 4 else None
+    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.named_or_helper(node, out_layout))
     y = layer(ctx.caffe(x, node))
     params = ctx.params(node, [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else []))
     if params is not None:
         layer.set_weights(params[:1] + ([params[1].reshape(-1)] if p.bias_term else []))
-    return [(y, CAFFE) if len(ctx.shape(node)) == 4 else y]
+    return [ctx.finish(node, y, CAFFE) if out_layout else y]

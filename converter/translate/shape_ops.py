@@ -79,11 +79,12 @@ def eltwise(ctx, node, inputs):
 def _reshape(ctx, node, x, target):
     """``x`` reshaped to the Caffe shape ``target`` in Caffe's memory order."""
     value = ctx.caffe(x, node)
+    name = ctx.named_or_helper(node, CAFFE)
     if target[0] == x.shape[0]:
-        y = keras.layers.Reshape(tuple(target[1:]), name=ctx.name(node))(value)
+        y = keras.layers.Reshape(tuple(target[1:]), name=name)(value)
     else:
-        y = layers.Reshape(tuple(target), name=ctx.name(node))(value)
-    return [(y, CAFFE)]
+        y = layers.Reshape(tuple(target), name=name)(value)
+    return [ctx.finish(node, y, CAFFE)]
 
 
 @translator("Flatten")
@@ -141,12 +142,14 @@ def permute(ctx, node, inputs):
     to_caffe = [position[a] for a in order]
     candidates = [(CAFFE, to_caffe)]
     if x.rank == 4:
-        candidates.insert(0, (NHWC, [to_caffe[a] for a in NHWC_ORDER]))
+        nhwc = (NHWC, [to_caffe[a] for a in NHWC_ORDER])
+        # A network output must come out NHWC; elsewhere Caffe order is preferred (Flatten follows).
+        candidates = [nhwc] if ctx.is_output(node) else candidates + [nhwc]
     for layout, perm in candidates:
         if perm == list(range(x.rank)):
             return [(keras.layers.Identity(name=ctx.name(node))(x.value), layout)]
-    y = keras.layers.Permute(tuple(to_caffe[1:]), name=ctx.name(node))(x.value)
-    return [(y, CAFFE)]
+    layout, perm = candidates[0]
+    return [(keras.layers.Permute(tuple(perm[1:]), name=ctx.name(node))(x.value), layout)]
 
 
 @translator("Softmax")

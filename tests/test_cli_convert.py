@@ -1,0 +1,124 @@
+"""The command line end to end: convert every golden net to .h5 and .keras, reload the file in
+safe mode (no Lambda, every custom layer registered) and compare its outputs with real Caffe's.
+
+Runs the click command in-process so TensorFlow is imported once.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import GOLDEN
+from helpers import assert_close
+
+from caffe2keras.cli import main
+
+NETS = [
+    "pooling_edges",
+    "lrn_modes",
+    "conv_variants",
+    "dense_flatten",
+    "norm_scale",
+    "eltwise_act",
+    "shape_ops",
+    "v1_legacy",
+    "zoo/bvlc_googlenet",
+    "zoo/squeezenet_v1.1",
+    "zoo/mobilenet_v2",
+    "zoo/mtcnn_onet",
+    pytest.param("zoo/inception_v3", marks=pytest.mark.slow),
+    pytest.param("zoo/resnet50", marks=pytest.mark.slow),
+]
+
+
+def final_values(net_dir, expected):
+    """Caffe's final value of each network output blob, by blob name."""
+    meta = json.loads((net_dir / "meta.json").read_text())
+    last = {}
+    for layer in meta["layers"]:
+        for top in layer["tops"]:
+            key = f"layer/{layer['name']}/{top}"
+            if key in expected.files:
+                last[top] = expected[key]
+    return {name: last[name] for name in meta["outputs"]}
+
+
+def convert_and_reload(tmp_path, prototxt, caffemodel, suffix, *extra):
+    out = tmp_path / f"model{suffix}"
+    result = CliRunner().invoke(main, [str(prototxt), str(caffemodel), "-o", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    return keras.models.load_model(out, safe_mode=True, compile=False)
+
+
+def check_outputs(model, expected_inputs, wanted):
+    x = [v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for v in expected_inputs]
+    outs = model(x if len(x) > 1 else x[0], training=False)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    names = [n for n in model.output_names]
+    assert sorted(names) == sorted(n.replace("/", "_") for n in wanted), names
+    by_keras = {n.replace("/", "_"): v for n, v in wanted.items()}
+    for name, value in zip(names, outs):
+        value = np.asarray(value)
+        if value.ndim == 4:
+            value = value.transpose(0, 3, 1, 2)
+        assert_close(value, by_keras[name], f"output {name}")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+@pytest.mark.parametrize("net", NETS)
+def test_cli_converts_and_safe_mode_reload_matches_caffe(tmp_path, net, suffix):
+    net_dir = GOLDEN / net
+    expected = np.load(net_dir / "expected.npz")
+    model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", suffix)
+    inputs = [expected[k] for k in expected.files if k.startswith("input/")]
+    check_outputs(model, inputs, final_values(net_dir, expected))
+
+
+def test_cli_v1_caffemodel_converts(tmp_path):
+    net_dir = GOLDEN / "v1_legacy"
+    expected = np.load(net_dir / "expected.npz")
+    model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights_v1.caffemodel", ".h5")
+    check_outputs(model, [expected["input/data"]], final_values(net_dir, expected))
+
+
+def test_cli_train_val_net_gives_fc(tmp_path):
+    net_dir = GOLDEN / "train_val_phase"
+    expected = np.load(net_dir / "expected.npz")
+    model = convert_and_reload(tmp_path, net_dir / "train_val_phase.prototxt", net_dir / "weights.caffemodel", ".keras")
+    assert model.output_names == ["fc"]
+    check_outputs(model, [expected["input/data"]], {"fc": expected["layer/fc/fc"]})
+
+
+def test_cli_without_caffemodel_builds_trainable_model(tmp_path):
+    out = tmp_path / "scratch.keras"
+    result = CliRunner().invoke(main, [str(GOLDEN / "zoo/lenet/deploy.prototxt"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    model = keras.models.load_model(out, safe_mode=True, compile=False)
+    assert model.count_params() > 0
+    y = np.asarray(model(np.zeros((1, 28, 28, 1), np.float32)))
+    assert y.shape == (1, 10) and np.allclose(y.sum(), 1.0, atol=1e-5)
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path):
+    net = GOLDEN / "lrn_modes"
+    out = tmp_path / "m.h5"
+    out.write_bytes(b"precious")
+    args = [str(net / "deploy.prototxt"), str(net / "weights.caffemodel"), "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--force" in result.output
+    assert out.read_bytes() == b"precious"
+    result = CliRunner().invoke(main, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() != b"precious"
+
+
+def test_cli_summary_names_inputs_outputs_and_params(tmp_path):
+    net = GOLDEN / "zoo/bvlc_googlenet"
+    result = CliRunner().invoke(main, [str(net / "deploy.prototxt"), str(net / "weights.caffemodel"), "-o", str(tmp_path / "g.h5")])
+    assert result.exit_code == 0
+    assert "input  data: Caffe [2, 3, 224, 224]" in result.output
+    assert "output prob: Caffe [2, 125]" in result.output
+    assert "parameters" in result.output
