@@ -1,0 +1,49 @@
+"""Print, for every golden network, the largest error of any compared tensor against real Caffe.
+
+    python tools/golden_report.py [GOLDEN_DIR ...]
+
+Defaults to fixtures/golden and the shared golden folder. Uses the tests' own comparison
+(tests/helpers.check_golden), so the numbers are the ones the suite asserts on.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import check_golden  # noqa: E402
+
+
+def nets(base):
+    for d in sorted(base.iterdir()):
+        if (d / "expected.npz").exists():
+            yield d
+        elif d.is_dir():
+            yield from nets(d)
+
+
+def main(argv):
+    bases = [Path(a) for a in argv] or [ROOT / "fixtures" / "golden", ROOT.parent / "shared" / "golden"]
+    seen = set()
+    print(f"{'network':32s} {'tensors':>7s} {'max |Δ|':>10s}  status")
+    for base in bases:
+        if not base.exists():
+            continue
+        for d in nets(base):
+            name = str(d.relative_to(base))
+            if name in seen:
+                continue
+            seen.add(name)
+            proto = "train_val_phase.prototxt" if (d / "train_val_phase.prototxt").exists() else "deploy.prototxt"
+            try:
+                errors = check_golden(d, prototxt_name=proto)
+                print(f"{name:32s} {len(errors):7d} {max(errors.values()):10.3g}  ok")
+            except AssertionError as err:
+                print(f"{name:32s} {'':7s} {'':10s}  FAIL {str(err).splitlines()[0][:80]}")
+            except Exception as err:  # report and go on: this is a report, not a test
+                print(f"{name:32s} {'':7s} {'':10s}  ERROR {type(err).__name__}: {str(err)[:80]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
