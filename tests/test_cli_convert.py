@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import GOLDEN
-from helpers import assert_close
+from conftest import GOLDEN, shared_path
+from helpers import assert_close, assert_samples
 
 from caffe2keras.cli import main
 
@@ -28,8 +28,13 @@ NETS = [
     "zoo/squeezenet_v1.1",
     "zoo/mobilenet_v2",
     "zoo/mtcnn_onet",
-    pytest.param("zoo/inception_v3", marks=pytest.mark.slow),
-    pytest.param("zoo/resnet50", marks=pytest.mark.slow),
+] + [
+    pytest.param(f"zoo/{name}", marks=pytest.mark.slow)
+    for name in (
+        "bvlc_alexnet", "cifar10_quick", "lenet", "nin_imagenet", "resnet50", "squeezenet_v1.0",
+        "mobilenet_v1", "se_bn_inception", "inception_v3", "inception_resnet_v2", "xception",
+        "fcn8s_voc", "mtcnn_lnet",
+    )
 ]
 
 
@@ -122,3 +127,28 @@ def test_cli_summary_names_inputs_outputs_and_params(tmp_path):
     assert "input  data: Caffe [2, 3, 224, 224]" in result.output
     assert "output prob: Caffe [2, 125]" in result.output
     assert "parameters" in result.output
+
+
+@pytest.mark.slow
+def test_cli_silence_bottom_becomes_output(tmp_path):
+    # colorization ends in a Silence layer: Caffe's net.outputs is empty, the blob it silences
+    # is what users read from the blob table, so it is the model's output.
+    net_dir = shared_path("golden", "zoo", "colorization_v2")
+    expected = np.load(net_dir / "expected.npz")
+    meta = json.loads((net_dir / "meta.json").read_text())
+    stats = next(layer["tops"]["class8_ab"] for layer in meta["layers"] if layer["name"] == "class8_ab")
+    model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", ".keras")
+    assert model.output_names == ["class8_ab"]
+    value = np.asarray(model(expected["input/data_l"].transpose(0, 2, 3, 1), training=False)).transpose(0, 3, 1, 2)
+    assert_samples(value, stats, "class8_ab")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", ["age_net", "densenet121", "vgg16", "yolo_tiny_v1"])
+def test_cli_converts_shared_zoo_replicas(tmp_path, net):
+    net_dir = shared_path("golden", "zoo", net)
+    expected = np.load(net_dir / "expected.npz")
+    for suffix in (".h5", ".keras"):
+        model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", suffix)
+        inputs = [expected[k] for k in expected.files if k.startswith("input/")]
+        check_outputs(model, inputs, final_values(net_dir, expected))
