@@ -1,4 +1,8 @@
-"""The one exception users see: every failure on bad input becomes a ConversionError."""
+"""The one exception users see: every failure on bad input becomes a ConversionError.
+
+:class:`InternalError` is the ConversionError for a converter bug met while converting: callers
+still catch one type, and the CLI tells the two apart (exit 2 for bad input, 1 for a bug).
+"""
 
 
 class ConversionError(Exception):
@@ -29,3 +33,7 @@ class ConversionError(Exception):
             where.append(f"layer '{self.layer}'")
         text = " ".join(self.message.split())
         return f"{', '.join(where)}: {text}" if where else text
+
+
+class InternalError(ConversionError):
+    """A failure of the converter itself (not of the input), raised ``from`` the original error."""

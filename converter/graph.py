@@ -5,6 +5,7 @@ write makes a new version (``conv1``, ``conv1@relu1``, …) so each node's input
 distinct values; the Caffe name stays on :class:`Blob` for naming outputs.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from . import shapes
@@ -12,6 +13,13 @@ from .errors import ConversionError
 
 # Refuse blobs larger than this many elements before anything is allocated (8 GiB of float32).
 MAX_BLOB_ELEMENTS = 2**31
+# Refuse networks whose learned weights exceed this many elements (4 GiB of float32; VGG-16, among
+# the largest Caffe models, has 138 million) before Keras allocates them.
+MAX_WEIGHT_ELEMENTS = 2**30
+
+CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Deconvolution")
+# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom).
+WEIGHTED_TYPES = {*CONVOLUTIONS, "InnerProduct", "Embed", "BatchNorm", "PReLU", "Scale", "Bias", "Normalize"}
 
 
 @dataclass
@@ -66,13 +74,54 @@ def _check_shape(shape, layer, path, what):
         )
 
 
-def build(netdef, input_shapes=None, outputs=None):
+def learns_weights(node):
+    """Whether Caffe keeps learned blobs for this layer, so a caffemodel must hold them."""
+    if node.type in ("Scale", "Bias"):
+        return len(node.bottoms) == 1
+    return node.type in WEIGHTED_TYPES
+
+
+def weight_elements(node, bottom_shapes):
+    """How many elements the layer's kernel or embedding table has (per-channel blobs are
+    bounded by the blob checks already)."""
+    p = node.param
+    if node.type in CONVOLUTIONS:
+        cp = p.convolution_param
+        channels, out = bottom_shapes[0][1], cp.num_output
+        group = cp.group if node.type in ("Convolution", "Deconvolution") else channels
+        if group <= 0 or channels % group or out % group:
+            raise ConversionError(f"group {group} does not divide {channels} input and {out} output channels")
+        kh, kw = shapes.spatial_params(cp, "kernel", 0)
+        return out * (channels // group) * kh * kw
+    if node.type == "InnerProduct":
+        axis = shapes.canonical_axis(p.inner_product_param.axis, len(bottom_shapes[0]))
+        return p.inner_product_param.num_output * math.prod(bottom_shapes[0][axis:])
+    if node.type == "Embed":
+        return p.embed_param.input_dim * p.embed_param.num_output
+    return 0
+
+
+def unsupported_types(netdef, supported=None):
+    """The layer types of ``netdef`` that cannot be converted, sorted: no shape function, or not
+    in ``supported`` when given."""
+    known = set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
+    return sorted({layer.type for layer in netdef.layers if layer.type != "Input" and layer.type not in known})
+
+
+def build(netdef, input_shapes=None, outputs=None, supported=None):
     """Build the graph of a :class:`~caffe2keras.prototxt.NetDef` and infer every shape.
 
     ``input_shapes`` maps input blob names to (N, C, H, W) overriding the declared shapes;
     ``outputs`` cuts the network at these Caffe blob names instead of Caffe's own outputs.
+    ``supported`` lists the layer types a later stage can translate: every other type is
+    reported, all at once, before any shape is inferred.
     """
     path = netdef.path
+    unsupported = unsupported_types(netdef, supported)
+    if unsupported:
+        raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
+    if not netdef.inputs:
+        raise ConversionError("the network declares no input (no 'input:', Input layer or data layer)", file=path)
     input_shapes = dict(input_shapes or {})
     if None in input_shapes:
         if len(netdef.inputs) != 1:
@@ -97,7 +146,7 @@ def build(netdef, input_shapes=None, outputs=None):
         current[name] = name
         inputs.append(name)
 
-    nodes, available = [], set(netdef.inputs)
+    nodes, available, weight_total = [], set(netdef.inputs), 0
     names_seen = set()
     for layer in netdef.layers:
         lname = layer.name or f"{layer.type.lower()}{len(nodes)}"
@@ -107,6 +156,9 @@ def build(netdef, input_shapes=None, outputs=None):
         if layer.type == "Input":
             # Its tops are network inputs, created above.
             continue
+        if not layer.bottom:
+            # Only data and Input layers start a Caffe network; every other layer reads a blob.
+            raise ConversionError(f"{layer.type} layer has no bottom", file=path, layer=lname)
         bottoms = []
         for b in layer.bottom:
             if b not in current:
@@ -114,8 +166,10 @@ def build(netdef, input_shapes=None, outputs=None):
             bottoms.append(current[b])
             available.discard(b)
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
+        bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
-            top_shapes = shapes.infer(node, [blobs[b].shape for b in bottoms])
+            top_shapes = shapes.infer(node, bottom_shapes)
+            weight_total += _check_weights(node, bottom_shapes, weight_total)
         except ConversionError as err:
             if err.file is None:
                 err.file = path
@@ -143,13 +197,24 @@ def build(netdef, input_shapes=None, outputs=None):
         out_names = list(outputs)
     else:
         out_names = sorted(available | {b for b in netdef.extra_outputs if b in current})
-        out_names = [n for n in out_names if n not in netdef.inputs or not nodes]
+        # An input nothing reads is no output, unless a layer rewrote it in place.
+        out_names = [n for n in out_names if current[n] not in inputs or not nodes]
     graph = Graph(
         name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=[current[n] for n in out_names], path=path
     )
     if outputs:
         _prune(graph)
     return graph
+
+
+def _check_weights(node, bottom_shapes, total_before):
+    count = weight_elements(node, bottom_shapes)
+    if total_before + count > MAX_WEIGHT_ELEMENTS:
+        raise ConversionError(
+            f"{node.type} weights of {count:,} elements ({total_before + count:,} in the network so far) are "
+            f"more than this converter allows ({MAX_WEIGHT_ELEMENTS:,}); check num_output and the input shape"
+        )
+    return count
 
 
 def _prune(graph):

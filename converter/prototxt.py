@@ -5,6 +5,7 @@ in V2 form, and the network inputs with their declared shapes. Data layers of tr
 become inputs; loss and accuracy layers are dropped and what fed them becomes an output.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,15 @@ def parse_text(text, path=None):
         # ParseError's text starts with "line:col : "; we report those separately.
         if ":" in msg and msg.split(":", 1)[0].isdigit():
             msg = msg.split(" : ", 1)[-1]
+        # Then often comes the whole offending line in quotes, which line:col already points at
+        # (and which is the whole file for a one-line prototxt).
+        lines = text.split("\n")
+        if err.GetLine() and 0 < err.GetLine() <= len(lines):
+            quoted = f"'{lines[err.GetLine() - 1]}': "
+            if msg.startswith(quoted):
+                msg = msg[len(quoted):]
+        # The offending token may be a control character of a garbled file: show it escaped.
+        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg[:300])
         raise ConversionError(
             f"not a valid Caffe prototxt: {msg}", file=path, line=err.GetLine(), column=err.GetColumn()
         ) from None
@@ -60,13 +70,18 @@ def read_text(path):
     if path.is_dir():
         raise ConversionError("is a directory, expected a .prototxt file", file=path)
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # saved as UTF-16 by a Windows editor
+        with contextlib.suppress(UnicodeError):
+            data = data.decode("utf-16").encode("utf-8")
+    if not data.strip():
+        raise ConversionError("is empty, expected a Caffe prototxt", file=path)
     if b"\x00" in data[:4096]:
         raise ConversionError(
             "is a binary file, not a text prototxt (a .caffemodel given in place of the prototxt?)",
             file=path,
         )
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
 

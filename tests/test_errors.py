@@ -1,0 +1,370 @@
+"""Bad input gets one clear line and leaves the disk as it was.
+
+Each case is checked three ways: the library (``caffe2keras.convert`` raises ConversionError,
+and nothing else, carrying file / layer / line / column), the ``convert`` command in-process
+(exit 2, one ``error:`` line on stderr, no traceback, nothing written), and for a few cases the
+real command in a subprocess, where Ctrl-C and SIGTERM are tested too.
+"""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import pytest
+from click.testing import CliRunner
+from conftest import GOLDEN
+
+import caffe2keras
+from caffe2keras import api, shapes
+from caffe2keras.cli import main
+from caffe2keras.errors import ConversionError, InternalError
+from caffe2keras.translate import TRANSLATORS
+
+NET = GOLDEN / "dense_flatten"
+PROTOTXT = NET / "deploy.prototxt"
+WEIGHTS = NET / "weights.caffemodel"
+CLI = [sys.executable, "-c", "from caffe2keras.cli import main; main()"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def small_net(tmp_path, body, header='input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'):
+    return write(tmp_path / "net.prototxt", f'name: "net"\n{header}{body}')
+
+
+# --- the cases: each returns the convert() arguments and what the one-line message must say ---
+
+
+def case_missing_file(tmp_path):
+    return dict(args=(tmp_path / "absent.prototxt",), says=["absent.prototxt", "no such file"])
+
+
+def case_directory(tmp_path):
+    return dict(args=(tmp_path,), says=["is a directory"])
+
+
+def case_binary_garbage_prototxt(tmp_path):
+    path = tmp_path / "garbage.prototxt"
+    path.write_bytes(random.Random(0).randbytes(3000) + b"\x00")
+    return dict(args=(path,), says=["garbage.prototxt", "is a binary file, not a text prototxt"])
+
+
+def case_text_garbage_prototxt(tmp_path):
+    path = tmp_path / "garbage.prototxt"
+    path.write_bytes(bytes(range(1, 256)) * 4)
+    return dict(args=(path,),
+                says=["garbage.prototxt:1:1: not a valid Caffe prototxt: Expected identifier or number, got \\x01."])
+
+
+def case_empty_prototxt(tmp_path):
+    return dict(args=(write(tmp_path / "empty.prototxt", "\n"),), says=["empty.prototxt", "is empty"])
+
+
+def case_no_input(tmp_path):
+    path = write(tmp_path / "net.prototxt", 'name: "net"\nlayer { name: "relu" type: "ReLU" bottom: "x" top: "x" }\n')
+    return dict(args=(path,), says=["the network declares no input"])
+
+
+def case_syntax_error(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "conv" type "Convolution" bottom: "data" top: "conv" }\n')
+    column = 'layer { name: "conv" type "Convolution"'.index('"Convolution"') + 1
+    return dict(args=(path,), says=[f"net.prototxt:4:{column}: not a valid Caffe prototxt: Expected \":\""],
+                line=4, column=column)
+
+
+def case_arguments_swapped(tmp_path):
+    return dict(args=(WEIGHTS, PROTOTXT), says=["weights.caffemodel", "a .caffemodel given in place of the prototxt"])
+
+
+def case_prototxt_as_caffemodel(tmp_path):
+    return dict(args=(PROTOTXT, PROTOTXT), says=["deploy.prototxt", "a prototxt given in place of the caffemodel"])
+
+
+def case_unknown_layer_types(tmp_path):
+    # Shape inference would stop at the first; every one is listed, sorted, in one line.
+    untranslatable = sorted(set(shapes.SHAPES) - api.translatable_types())[:1]
+    extra = "".join(f'layer {{ name: "u{t}" type: "{t}" bottom: "conv" top: "u{t}" }}\n' for t in untranslatable)
+    path = small_net(tmp_path, (
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+        'convolution_param { num_output: 4 kernel_size: 3 } }\n'
+        'layer { name: "foo" type: "FooLayer" bottom: "conv" top: "foo" }\n'
+        'layer { name: "bar" type: "BarLayer" bottom: "foo" top: "bar" }\n'
+        'layer { name: "foo2" type: "FooLayer" bottom: "bar" top: "foo2" }\n' + extra
+    ))
+    listed = ", ".join(sorted(["BarLayer", "FooLayer", *untranslatable]))
+    return dict(args=(path,), says=[f"unsupported layer type(s): {listed}"])
+
+
+def case_bottom_not_produced(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "nope" top: "relu" }\n')
+    return dict(args=(path,), says=["layer 'relu'", "bottom 'nope' is not produced by any earlier layer"], layer="relu")
+
+
+def case_huge_input(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }\n',
+                     header='input: "data"\ninput_shape { dim: 1 dim: 3 dim: 190000 dim: 160000 }\n')
+    return dict(args=(path,), says=["input 'data' [1, 3, 190000, 160000] has 91,200,000,000 elements", "more than"])
+
+
+def case_zero_input_dimension(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }\n',
+                     header='input: "data"\ninput_shape { dim: 1 dim: 3 dim: 0 dim: 8 }\n')
+    return dict(args=(path,), says=["input 'data' has a non-positive dimension: [1, 3, 0, 8]"])
+
+
+def case_non_positive_input_shape_argument(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }\n')
+    return dict(args=(path,), kwargs=dict(input_shapes={"data": (1, 3, -4, 8)}),
+                says=["input 'data' has a non-positive dimension: [1, 3, -4, 8]"])
+
+
+def case_zero_num_output(tmp_path):
+    path = small_net(tmp_path, 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+                               'convolution_param { num_output: 0 kernel_size: 3 } }\n')
+    return dict(args=(path,), says=["top 'conv' has a non-positive dimension: [1, 0, 6, 6]"], layer="conv")
+
+
+def case_huge_weights(tmp_path):
+    # 1x3x4000x4000 is a fine input; a 100,000-way InnerProduct on it needs 4.8e12 weights.
+    path = small_net(tmp_path, 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                               'inner_product_param { num_output: 100000 } }\n',
+                     header='input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4000 dim: 4000 }\n')
+    return dict(args=(path,), says=["InnerProduct weights of 4,800,000,000,000 elements", "more than"], layer="fc")
+
+
+def case_weights_adding_up(tmp_path):
+    # Each 65536 x 8192 InnerProduct (2^29 weights) is allowed alone; the third brings 1.5 * 2^30.
+    sizes = [8192, 65536, 8192]
+    path = small_net(tmp_path, "".join(
+        f'layer {{ name: "ip{i}" type: "InnerProduct" bottom: "{"data" if i == 0 else f"ip{i - 1}"}" top: "ip{i}" '
+        f"inner_product_param {{ num_output: {n} }} }}\n"
+        for i, n in enumerate(sizes)
+    ), header='input: "data"\ninput_shape { dim: 1 dim: 65536 }\n')
+    return dict(args=(path,), layer="ip2",
+                says=["InnerProduct weights of 536,870,912 elements (1,610,612,736 in the network"])
+
+
+def case_truncated_caffemodel(tmp_path):
+    path = tmp_path / "half.caffemodel"
+    path.write_bytes(WEIGHTS.read_bytes()[: WEIGHTS.stat().st_size // 2])
+    return dict(args=(PROTOTXT, path), says=["half.caffemodel", "is truncated"])
+
+
+def case_empty_caffemodel(tmp_path):
+    path = tmp_path / "empty.caffemodel"
+    path.write_bytes(b"")
+    return dict(args=(PROTOTXT, path), says=["empty.caffemodel", "is empty"])
+
+
+def case_random_caffemodel(tmp_path):
+    path = tmp_path / "random.caffemodel"
+    path.write_bytes(random.Random(1).randbytes(5000))
+    return dict(args=(PROTOTXT, path), says=["random.caffemodel", "not a caffemodel"])
+
+
+def case_caffemodel_of_another_network(tmp_path):
+    other = GOLDEN / "pooling_edges" / "weights.caffemodel"
+    return dict(args=(PROTOTXT, other), says=[
+        "pooling_edges/weights.caffemodel",
+        "has no weights for 5 layer(s) of the prototxt: ip_on_4d, ip2, ip_t, ip_after_flatten, ip_axis2",
+    ])
+
+
+def case_blob_shape_mismatch(tmp_path):
+    text = PROTOTXT.read_text().replace("num_output: 5 kernel_size: 3", "num_output: 6 kernel_size: 3")
+    path = write(tmp_path / "net.prototxt", text)
+    return dict(args=(path, WEIGHTS), layer="conv",
+                says=["layer 'conv'",
+                      "blob 0 has shape [5, 3, 3, 3] in the caffemodel, the prototxt implies [6, 3, 3, 3]"])
+
+
+CASES = [name for name in dict(globals()) if name.startswith("case_")]
+
+
+def refused(case):
+    """The ConversionError of ``convert()`` on the case, checked to be a one-line bad-input error."""
+    args, kwargs = case["args"], case.get("kwargs", {})
+    with pytest.raises(ConversionError) as info:
+        caffe2keras.convert(*[str(a) for a in args], **kwargs)
+    err = info.value
+    assert not isinstance(err, InternalError), str(err)
+    assert "\n" not in str(err)
+    for text in case["says"]:
+        assert text in str(err)
+    return err
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_library_raises_one_line_conversion_error(tmp_path, name):
+    case = globals()[name](tmp_path)
+    err = refused(case)
+    assert err.file
+    for attribute in ("layer", "line", "column"):
+        if attribute in case:
+            assert getattr(err, attribute) == case[attribute]
+
+
+def test_prototxt_saved_with_a_byte_order_mark_converts(tmp_path):
+    text = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+    (tmp_path / "bom.prototxt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "utf16.prototxt").write_bytes(text.encode("utf-16"))
+    for name in ("bom.prototxt", "utf16.prototxt"):
+        graph, _ = api.check(tmp_path / name)
+        assert graph.inputs == ["data"]
+
+
+def test_input_rewritten_in_place_by_the_last_layer_is_an_output(tmp_path):
+    # Found by the fuzz test: the network had no output, and Keras refused to build it.
+    path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }\n')
+    conversion = api.build(path)
+    assert conversion.graph.outputs == ["data@relu"] and len(conversion.model.outputs) == 1
+
+
+@pytest.mark.parametrize("name", ["case_huge_input", "case_huge_weights", "case_weights_adding_up"])
+def test_absurd_sizes_refused_before_allocating(tmp_path, name):
+    case = globals()[name](tmp_path)
+    tracemalloc.start()
+    try:
+        refused(case)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+def command(tmp_path, *args):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result, out
+
+
+def assert_one_error_line(result, code=2):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# --input-shape is checked by click as a usage error; the library case covers the argument.
+@pytest.mark.parametrize("name", [c for c in CASES if c != "case_non_positive_input_shape_argument"])
+def test_command_exits_2_with_one_line_and_writes_nothing(tmp_path, name):
+    case = globals()[name](tmp_path)
+    result, out = command(tmp_path, *case["args"], "-o", tmp_path / "out" / "model.h5")
+    line = assert_one_error_line(result)
+    for text in case["says"]:
+        assert text in line
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("output, says", [
+    ("missing/dir/model.h5", "the output directory does not exist"),
+    ("model.pb", "unsupported output extension '.pb'"),
+    ("model", "unsupported output extension '(none)'"),
+])
+def test_command_refuses_bad_output_before_converting(tmp_path, output, says):
+    result, out = command(tmp_path, PROTOTXT, WEIGHTS, "-o", tmp_path / "out" / output)
+    assert says in assert_one_error_line(result)
+    assert list(out.iterdir()) == []
+
+
+def test_command_keeps_an_existing_output_without_force(tmp_path):
+    target = tmp_path / "out" / "model.h5"
+    target.parent.mkdir()
+    target.write_bytes(b"precious")
+    before = target.stat().st_mtime_ns
+    result, out = command(tmp_path, PROTOTXT, WEIGHTS, "-o", target)
+    assert "the output file exists; pass --force to overwrite it" in assert_one_error_line(result)
+    assert target.read_bytes() == b"precious" and target.stat().st_mtime_ns == before
+    assert sorted(out.iterdir()) == [target]
+
+
+def test_failed_conversion_with_force_keeps_the_existing_output(tmp_path):
+    target = tmp_path / "out" / "model.h5"
+    target.parent.mkdir()
+    target.write_bytes(b"precious")
+    case = case_truncated_caffemodel(tmp_path)
+    result, out = command(tmp_path, *case["args"], "-o", target, "--force")
+    assert "is truncated" in assert_one_error_line(result)
+    assert target.read_bytes() == b"precious" and sorted(out.iterdir()) == [target]
+
+
+def test_converter_bug_exits_1_naming_the_layer(tmp_path, monkeypatch):
+    def broken(ctx, node, inputs):
+        raise RuntimeError("boom")
+
+    api.translatable_types()  # register every translator before replacing one
+    monkeypatch.setitem(TRANSLATORS, "ReLU", broken)
+    with pytest.raises(InternalError) as info:
+        caffe2keras.convert(str(PROTOTXT), str(WEIGHTS))
+    assert info.value.layer == "relu" and isinstance(info.value.__cause__, RuntimeError)
+    result, out = command(tmp_path, PROTOTXT, WEIGHTS, "-o", tmp_path / "out" / "model.h5")
+    line = assert_one_error_line(result, code=1)
+    assert "layer 'relu': internal error while converting this layer: RuntimeError: boom" in line
+    assert "--debug" in line and list(out.iterdir()) == []
+
+
+# --- the real command, in subprocesses (each imports TensorFlow: a few seconds) ---
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_real_command_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli(WEIGHTS, PROTOTXT, "-o", out / "model.h5")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {WEIGHTS}: is a binary file, not a text prototxt (a .caffemodel given in place of the prototxt?)"
+    ]
+    assert list(out.iterdir()) == []
+
+
+def test_real_command_debug_shows_the_traceback(tmp_path):
+    result = run_cli(tmp_path / "absent.prototxt", "-o", tmp_path / "model.h5", "--debug")
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'absent.prototxt'}: no such file"
+
+
+def big_net(tmp_path):
+    """67 million weights (a 270 MB .h5): saving takes long enough to interrupt."""
+    layers = "".join(
+        f'layer {{ name: "fc{i}" type: "InnerProduct" bottom: "{"data" if i == 1 else f"fc{i - 1}"}" top: "fc{i}" '
+        "inner_product_param { num_output: 4096 } }\n"
+        for i in range(1, 5)
+    )
+    return small_net(tmp_path, layers, header='input: "data"\ninput_shape { dim: 1 dim: 4096 }\n')
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_interrupted_save_leaves_no_file(tmp_path, sig):
+    prototxt = big_net(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([*CLI, str(prototxt), "-o", str(out / "model.h5")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait until the temporary file exists: the interrupt lands mid-write.
+        deadline = time.monotonic() + 240
+        while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        saw_partial = any(out.iterdir())
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert saw_partial, "the conversion finished before it could be interrupted"
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == ["error: interrupted; no output written"]
+    assert list(out.iterdir()) == []
