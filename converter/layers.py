@@ -44,7 +44,9 @@ class CaffePooling2D(keras.layers.Layer):
             for size, k, st, p, o in zip(input_hw, kernel, stride, pad, output_hw):
                 starts = np.arange(o) * st
                 divisor = np.minimum(starts + k, size + 2 * p) - starts
-                factors.append(k / divisor)
+                # A window starting past the end (kernel < stride, ceil mode) holds nothing:
+                # Caffe outputs 0 for it, as the zero padding gives here.
+                factors.append(k / np.where(divisor > 0, divisor, 1))
             self._factor = np.outer(factors[0], factors[1]).astype("float32")[None, :, :, None]
 
     def call(self, x):
@@ -57,7 +59,8 @@ class CaffePooling2D(keras.layers.Layer):
         paddings = [[0, 0], [top, max(bottom, 0)], [left, max(right, 0)], [0, 0]]
         if self.pool == "max":
             if any(map(any, paddings)):
-                x = ops.pad(x, paddings, constant_values=float("-inf"))
+                # Caffe starts every max at -FLT_MAX, which an empty window keeps.
+                x = ops.pad(x, paddings, constant_values=float(np.finfo(np.float32).min))
             return ops.max_pool(x, self.kernel, self.stride, padding="valid")
         if any(map(any, paddings)):
             x = ops.pad(x, paddings)
@@ -104,15 +107,20 @@ class LRN(keras.layers.Layer):
         sq = ops.square(x)
         if self.region == "across":
             channels = x.shape[-1]
-            padded = ops.pad(sq, [[0, 0], [0, 0], [0, 0], [half, n - 1 - half]])
+            # A window reaching past every channel sums them all: no need to pad further.
+            reach = min(half, channels - 1)
+            padded = ops.pad(sq, [[0, 0], [0, 0], [0, 0], [reach, reach]])
             total = padded[..., 0:channels]
-            for i in range(1, n):
+            for i in range(1, 2 * reach + 1):
                 total = total + padded[..., i : i + channels]
             scale = self.k + (self.alpha / n) * total
         else:
-            padded = ops.pad(sq, [[0, 0], [half, half], [half, half], [0, 0]])
-            mean = ops.average_pool(padded, (n, n), (1, 1), padding="valid")
-            scale = 1.0 + self.alpha * mean
+            # Caffe averages over the full n x n window (zeros outside the image count).
+            rh, rw = min(half, x.shape[1] - 1), min(half, x.shape[2] - 1)
+            padded = ops.pad(sq, [[0, 0], [rh, rh], [rw, rw], [0, 0]])
+            window = (2 * rh + 1, 2 * rw + 1)
+            total = ops.average_pool(padded, window, (1, 1), padding="valid") * float(window[0] * window[1])
+            scale = 1.0 + (self.alpha / (n * n)) * total
         return x * ops.power(scale, -self.beta)
 
     def get_config(self):
@@ -199,6 +207,21 @@ class AbsVal(_Elementwise):
 
     def call(self, x):
         return ops.abs(x)
+
+
+@register
+class NegativeSlopeReLU(_Elementwise):
+    """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``."""
+
+    def __init__(self, negative_slope, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = float(negative_slope)
+
+    def call(self, x):
+        return ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
 
 
 @register
@@ -669,3 +692,689 @@ class Reshape(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "shape": self.shape}
+
+
+# --- fork layers ---
+
+
+@register
+class Normalize(keras.layers.Layer):
+    """SSD's Normalize (NHWC): ``y = x / sqrt(sum x^2 + eps) * scale``, the sum over the channels
+    of each pixel, or over the whole sample with ``across_spatial``; one scale for all channels
+    with ``channel_shared``."""
+
+    def __init__(self, across_spatial=True, channel_shared=True, eps=1e-10, **kwargs):
+        super().__init__(**kwargs)
+        self.across_spatial = across_spatial
+        self.channel_shared = channel_shared
+        self.eps = float(eps)
+
+    def build(self, input_shape):
+        shape = (1,) if self.channel_shared else (input_shape[-1],)
+        self.scale = self.add_weight(name="scale", shape=shape, initializer="ones")
+
+    def call(self, x):
+        axes = (1, 2, 3) if self.across_spatial else (3,)
+        norm = ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True) + self.eps)
+        return x / norm * self.scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "across_spatial": self.across_spatial,
+            "channel_shared": self.channel_shared,
+            "eps": self.eps,
+        }
+
+
+def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances):
+    """SSD's PriorBox (prior_box_layer.cpp) as a (1, 2, H*W*priors*4) array: corner boxes
+    normalised by the image size, then their variances."""
+    (fh, fw), (ih, iw), (sh, sw) = feature_hw, image_hw, step_hw
+    boxes = []
+    for h in range(fh):
+        for w in range(fw):
+            cx, cy = (w + offset) * sw, (h + offset) * sh
+            for s, min_size in enumerate(min_sizes):
+                sizes = [(min_size, min_size)]
+                if max_sizes:
+                    side = math.sqrt(min_size * max_sizes[s])
+                    sizes.append((side, side))
+                for ar in aspect_ratios:
+                    if abs(ar - 1.0) < 1e-6:
+                        continue
+                    sizes.append((min_size * math.sqrt(ar), min_size / math.sqrt(ar)))
+                for bw, bh in sizes:
+                    half_w, half_h = bw / 2.0, bh / 2.0
+                    boxes.append(((cx - half_w) / iw, (cy - half_h) / ih, (cx + half_w) / iw, (cy + half_h) / ih))
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1)
+    if clip:
+        boxes = np.clip(boxes, 0.0, 1.0)
+    var = np.asarray(variances if variances else [0.1], dtype=np.float32)
+    var = np.tile(var if var.size == 4 else np.repeat(var[:1], 4), boxes.size // 4)
+    return np.stack([boxes, var])[None]
+
+
+@register
+class PriorBox(keras.layers.Layer):
+    """SSD's PriorBox: a constant (1, 2, H*W*priors*4) blob of prior boxes and variances that
+    depends only on the feature map and image sizes (see :func:`prior_boxes`)."""
+
+    def __init__(self, feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.feature_hw = tuple(feature_hw)
+        self.image_hw = tuple(image_hw)
+        self.step_hw = tuple(float(s) for s in step_hw)
+        self.offset = float(offset)
+        self.min_sizes = tuple(float(s) for s in min_sizes)
+        self.max_sizes = tuple(float(s) for s in max_sizes)
+        self.aspect_ratios = tuple(float(a) for a in aspect_ratios)
+        self.clip = bool(clip)
+        self.variances = tuple(float(v) for v in variances)
+        self._priors = prior_boxes(
+            self.feature_hw, self.image_hw, self.step_hw, self.offset, self.min_sizes, self.max_sizes,
+            self.aspect_ratios, self.clip, self.variances,
+        )
+
+    def call(self, x):
+        return ops.convert_to_tensor(self._priors)
+
+    def compute_output_shape(self, input_shape):
+        return self._priors.shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "feature_hw": self.feature_hw,
+            "image_hw": self.image_hw,
+            "step_hw": self.step_hw,
+            "offset": self.offset,
+            "min_sizes": self.min_sizes,
+            "max_sizes": self.max_sizes,
+            "aspect_ratios": self.aspect_ratios,
+            "clip": self.clip,
+            "variances": self.variances,
+        }
+
+
+def _interp_axis(size_in, size_out, begin):
+    """Source indices and weights along one axis of Caffe's align-corners bilinear resize
+    (PSPNet's caffe_cpu_interp2), computed in float32 as Caffe does."""
+    ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+    pos = (ratio * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+    low = pos.astype(np.int64)
+    step = (low < size_in - 1).astype(np.int64)
+    frac = (pos - low.astype(np.float32)).astype(np.float32)
+    return low + begin, low + step + begin, (np.float32(1) - frac).astype(np.float32), frac
+
+
+@register
+class BilinearResize(keras.layers.Layer):
+    """Align-corners bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it:
+    output pixel ``i`` reads input position ``i * (in - 1) / (out - 1)`` of the window of
+    ``in_hw`` starting at ``begin`` (Interp's negative pads crop the input)."""
+
+    def __init__(self, in_hw, out_hw, begin=(0, 0), **kwargs):
+        super().__init__(**kwargs)
+        self.in_hw = tuple(in_hw)
+        self.out_hw = tuple(out_hw)
+        self.begin = tuple(begin)
+        self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0])
+        self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1])
+
+    def call(self, x):
+        c0, c1, cw0, cw1 = self._cols
+        r0, r1, rw0, rw1 = self._rows
+        cw0, cw1 = cw0[None, None, :, None], cw1[None, None, :, None]
+        rw0, rw1 = rw0[None, :, None, None], rw1[None, :, None, None]
+        xw = cw0 * ops.take(x, c0, axis=2) + cw1 * ops.take(x, c1, axis=2)
+        return rw0 * ops.take(xw, r0, axis=1) + rw1 * ops.take(xw, r1, axis=1)
+
+    def compute_output_shape(self, s):
+        return (s[0],) + self.out_hw + (s[3],)
+
+    def get_config(self):
+        return {**super().get_config(), "in_hw": self.in_hw, "out_hw": self.out_hw, "begin": self.begin}
+
+
+@register
+class PixelShuffle(keras.layers.Layer):
+    """Depth to space (NHWC) in Caffe/PyTorch channel order: output channel ``c`` at offset
+    ``(i, j)`` of each ``r x r`` block is input channel ``c * r * r + i * r + j``."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        r = self.factor
+        _, h, w, c = x.shape
+        out_c = c // (r * r)
+        y = ops.reshape(x, (-1, h, w, out_c, r, r))
+        y = ops.transpose(y, (0, 1, 4, 2, 5, 3))
+        return ops.reshape(y, (-1, h * r, w * r, out_c))
+
+    def compute_output_shape(self, s):
+        r = self.factor
+        return (s[0], s[1] * r, s[2] * r, s[3] // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@register
+class ConstantPad(keras.layers.Layer):
+    """Spatial padding (NHWC) with a constant: ``pads`` is ((top, bottom), (left, right))."""
+
+    def __init__(self, pads, value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pads = tuple(tuple(p) for p in pads)
+        self.value = float(value)
+
+    def call(self, x):
+        (t, b), (l, r) = self.pads
+        return ops.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], constant_values=self.value)
+
+    def compute_output_shape(self, s):
+        (t, b), (l, r) = self.pads
+        return (s[0], s[1] + t + b, s[2] + l + r, s[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pads": self.pads, "value": self.value}
+
+
+@register
+class ShuffleChannel(_Elementwise):
+    """ShuffleNet's channel shuffle (NHWC): channels seen as (group, C/group) are transposed, so
+    output channel ``j * group + g`` is input channel ``g * C/group + j``."""
+
+    def __init__(self, group, **kwargs):
+        super().__init__(**kwargs)
+        self.group = int(group)
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        y = ops.reshape(x, (-1, h, w, self.group, c // self.group))
+        return ops.reshape(ops.transpose(y, (0, 1, 2, 4, 3)), (-1, h, w, c))
+
+    def get_config(self):
+        return {**super().get_config(), "group": self.group}
+
+
+@register
+class Axpy(keras.layers.Layer):
+    """SENet's Axpy: ``y = a * x + y`` with ``a`` of shape (N, 1, 1, C)."""
+
+    def call(self, inputs):
+        a, x, y = inputs
+        return a * x + y
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[1]
+
+
+@register
+class BatchStatsNorm(keras.layers.Layer):
+    """SegNet/ENet BN in LEARN mode, which normalises by the statistics of the batch it is given,
+    even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W."""
+
+    def __init__(self, eps=1e-9, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = float(eps)
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.scale = self.add_weight(name="scale", shape=shape, initializer="ones")
+        self.shift = self.add_weight(name="shift", shape=shape, initializer="zeros")
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(0, 1, 2), keepdims=True)
+        variance = ops.mean(ops.square(x), axis=(0, 1, 2), keepdims=True) - ops.square(mean)
+        return (x - mean) / ops.sqrt(variance + self.eps) * self.scale + self.shift
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+
+@register
+class MaxPoolingWithMask(keras.layers.Layer):
+    """Caffe MAX pooling (NHWC) that also returns its argmax mask: for each window the flat index
+    ``h * W + w`` in the input plane of the first maximum in row-major scan order, as a float."""
+
+    def __init__(self, kernel, stride, pad, input_hw, output_hw, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel = tuple(kernel)
+        self.stride = tuple(stride)
+        self.pad = tuple(pad)
+        self.input_hw = tuple(input_hw)
+        self.output_hw = tuple(output_hw)
+
+    def call(self, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        (h, w), (oh, ow) = self.input_hw, self.output_hw
+        bottom = max(0, (oh - 1) * sh + kh - h - ph)
+        right = max(0, (ow - 1) * sw + kw - w - pw)
+        padded = ops.pad(x, [[0, 0], [ph, bottom], [pw, right], [0, 0]], constant_values=float("-inf"))
+        windows = [
+            padded[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        stacked = ops.stack(windows, axis=-1)
+        best = ops.argmax(stacked, axis=-1)
+        pooled = ops.max(stacked, axis=-1)
+        di, dj = best // kw, best % kw
+        rows = (np.arange(oh) * sh - ph).reshape(1, oh, 1, 1)
+        cols = (np.arange(ow) * sw - pw).reshape(1, 1, ow, 1)
+        index = (rows + di) * w + cols + dj
+        return [pooled, ops.cast(index, x.dtype)]
+
+    def compute_output_shape(self, s):
+        out = (s[0],) + self.output_hw + (s[3],)
+        return [out, out]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel": self.kernel,
+            "stride": self.stride,
+            "pad": self.pad,
+            "input_hw": self.input_hw,
+            "output_hw": self.output_hw,
+        }
+
+
+@register
+class MaxUnpool(keras.layers.Layer):
+    """SegNet's Upsample (NHWC): a zero map of ``output_hw`` where each input value is written at
+    the flat position ``h * W_out + w`` its mask holds. Windows must not overlap (each position
+    written at most once), which the translator checks."""
+
+    def __init__(self, output_hw, **kwargs):
+        super().__init__(**kwargs)
+        self.output_hw = tuple(output_hw)
+
+    def call(self, inputs):
+        x, mask = inputs
+        oh, ow = self.output_hw
+        _, h, w, c = x.shape
+        batch = ops.shape(x)[0]
+        plane = ops.cast(mask, "int32")
+        images = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1))
+        channels = ops.reshape(ops.arange(c, dtype="int32"), (1, 1, 1, -1))
+        flat = ((images * (oh * ow) + plane) * c + channels)
+        out = ops.scatter(ops.reshape(flat, (-1, 1)), ops.reshape(x, (-1,)), (batch * oh * ow * c,))
+        return ops.reshape(out, (-1, oh, ow, c))
+
+    def compute_output_shape(self, input_shapes):
+        s = input_shapes[0]
+        return (s[0],) + self.output_hw + (s[3],)
+
+    def get_config(self):
+        return {**super().get_config(), "output_hw": self.output_hw}
+
+
+@register
+class Reorg(keras.layers.Layer):
+    """Darknet's reorg (YOLO v2 passthrough), in Caffe's (C, H, W) order: the output buffer is
+    the input buffer read as (C / s^2, H * s, W * s) and gathered with darknet's index formula,
+    which is not a plain space-to-depth."""
+
+    def __init__(self, stride, reverse=False, input_chw=None, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.reverse = bool(reverse)
+        self.input_chw = tuple(input_chw)
+        self._index = self._gather_index()
+
+    def _gather_index(self):
+        c, h, w = self.input_chw
+        s = self.stride
+        out_c = c // (s * s)
+        k, j, i = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+        offset = k // out_c
+        far = (i * s + offset % s) + w * s * ((j * s + offset // s) + h * s * (k % out_c))
+        near = i + w * (j + h * k)
+        index = np.empty(c * h * w, dtype=np.int64)
+        if self.reverse:  # darknet's forward flag: out[far] = x[near]
+            index[far.reshape(-1)] = near.reshape(-1)
+        else:  # out[near] = x[far]
+            index[near.reshape(-1)] = far.reshape(-1)
+        return index
+
+    def call(self, x):
+        flat = ops.reshape(x, (-1, int(np.prod(self.input_chw))))
+        return ops.take(flat, self._index, axis=1)
+
+    def compute_output_shape(self, s):
+        return (s[0], int(np.prod(self.input_chw)))
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "reverse": self.reverse, "input_chw": self.input_chw}
+
+
+@register
+class DetectionOutput(keras.layers.Layer):
+    """SSD's DetectionOutput with a fixed number of rows per image (Caffe's varies).
+
+    Inputs in Caffe order: loc (N, P*L*4), conf (N, P*classes), priors (1, 2, P*4). Boxes are
+    decoded against the priors (CORNER, CENTER_SIZE or CORNER_SIZE), then per class other than
+    the background: scores above ``confidence_threshold``, the ``top_k`` best, greedy NMS keeping
+    a box when its Jaccard overlap with every kept box is <= ``nms_threshold``; of all kept, the
+    ``keep_top_k`` best. Rows are [image, label, score, xmin, ymin, xmax, ymax] ordered by label,
+    then score (Caffe's order), ``rows`` per image, padded with [image, -1, ..., -1] (Caffe's own
+    row for an image without detections); the output is (1, 1, N * rows, 7).
+    """
+
+    def __init__(self, num_classes, share_location, background_label_id, code_type, variance_encoded_in_target,
+                 confidence_threshold, nms_threshold, top_k, keep_top_k, rows, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.share_location = bool(share_location)
+        self.background_label_id = int(background_label_id)
+        self.code_type = code_type
+        self.variance_encoded_in_target = bool(variance_encoded_in_target)
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.top_k = int(top_k)
+        self.keep_top_k = int(keep_top_k)
+        self.rows = int(rows)
+
+    def _decode(self, loc, prior, var):
+        px0, py0, px1, py1 = (prior[..., i] for i in range(4))
+        if self.variance_encoded_in_target:
+            v = [1.0, 1.0, 1.0, 1.0]
+        else:
+            v = [var[..., i] for i in range(4)]
+        l0, l1, l2, l3 = (loc[..., i] for i in range(4))
+        pw, ph = px1 - px0, py1 - py0
+        if self.code_type == "CORNER":
+            return ops.stack([px0 + v[0] * l0, py0 + v[1] * l1, px1 + v[2] * l2, py1 + v[3] * l3], axis=-1)
+        if self.code_type == "CORNER_SIZE":
+            return ops.stack(
+                [px0 + v[0] * l0 * pw, py0 + v[1] * l1 * ph, px1 + v[2] * l2 * pw, py1 + v[3] * l3 * ph], axis=-1
+            )
+        cx, cy = (px0 + px1) / 2.0, (py0 + py1) / 2.0
+        dcx, dcy = v[0] * l0 * pw + cx, v[1] * l1 * ph + cy
+        dw, dh = ops.exp(v[2] * l2) * pw, ops.exp(v[3] * l3) * ph
+        return ops.stack([dcx - dw / 2.0, dcy - dh / 2.0, dcx + dw / 2.0, dcy + dh / 2.0], axis=-1)
+
+    @staticmethod
+    def _overlaps(boxes):
+        """Caffe's JaccardOverlap of every pair of boxes (..., k, 4) -> (..., k, k)."""
+        a = ops.expand_dims(boxes, -2)
+        b = ops.expand_dims(boxes, -3)
+        iw = ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0])
+        ih = ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1])
+        inter = ops.where(ops.logical_and(iw >= 0, ih >= 0), iw * ih, 0.0)
+
+        def size(t):
+            w, h = t[..., 2] - t[..., 0], t[..., 3] - t[..., 1]
+            return ops.where(ops.logical_or(w < 0, h < 0), 0.0, w * h)
+
+        return inter / (size(a) + size(b) - inter)
+
+    def call(self, inputs):
+        loc, conf, priors = inputs
+        n_priors = priors.shape[-1] // 4
+        n_loc = 1 if self.share_location else self.num_classes
+        classes = [c for c in range(self.num_classes) if c != self.background_label_id]
+        k = self.top_k
+        prior = ops.reshape(priors[0, 0], (1, n_priors, 1, 4))
+        var = ops.reshape(priors[0, 1], (1, n_priors, 1, 4))
+        boxes = self._decode(ops.reshape(loc, (-1, n_priors, n_loc, 4)), prior, var)  # (N, P, L, 4)
+        boxes = ops.transpose(boxes, (0, 2, 1, 3))  # (N, L, P, 4)
+        if self.share_location:
+            class_boxes = ops.repeat(boxes, len(classes), axis=1)
+        else:
+            class_boxes = ops.take(boxes, classes, axis=1)
+        scores = ops.transpose(ops.reshape(conf, (-1, n_priors, self.num_classes)), (0, 2, 1))
+        scores = ops.take(scores, classes, axis=1)  # (N, K, P)
+        masked = ops.where(scores > self.confidence_threshold, scores, float("-inf"))
+        cand_scores, cand_index = ops.top_k(masked, k)  # stable: ties keep the lower prior first
+        cand_boxes = ops.take_along_axis(class_boxes, ops.expand_dims(cand_index, -1), axis=2)
+        valid = cand_scores > self.confidence_threshold
+        # A box is dropped when some kept box overlaps it by more than the threshold (or by NaN:
+        # Caffe keeps only when overlap <= threshold).
+        conflict = ops.logical_not(self._overlaps(cand_boxes) <= self.nms_threshold)
+        eye = ops.cast(ops.arange(k), "int32")
+
+        def step(i, keep):
+            earlier = ops.cast(eye < i, "bool")
+            hit = ops.any(ops.logical_and(ops.logical_and(keep, earlier), conflict[..., :, i]), axis=-1)
+            keep_i = ops.logical_and(valid[..., i], ops.logical_not(hit))
+            return ops.logical_or(keep, ops.logical_and(ops.expand_dims(keep_i, -1), ops.equal(eye, i)))
+
+        keep = ops.fori_loop(0, k, step, ops.zeros_like(valid))
+        kept_scores = ops.where(keep, cand_scores, float("-inf"))
+        flat_scores = ops.reshape(kept_scores, (-1, len(classes) * k))
+        best, best_index = ops.top_k(flat_scores, self.rows)
+        big = len(classes) * k
+        order = ops.sort(ops.where(best > float("-inf"), best_index, big), axis=-1)
+        present = order < big
+        order = ops.minimum(order, big - 1)
+        label = ops.take(np.asarray(classes, dtype="float32"), order // k)
+        score = ops.take_along_axis(flat_scores, order, axis=1)
+        flat_boxes = ops.reshape(cand_boxes, (-1, len(classes) * k, 4))
+        box = ops.take_along_axis(flat_boxes, ops.expand_dims(order, -1), axis=1)
+        image = ops.cast(ops.arange(ops.shape(loc)[0]), "float32")[:, None, None] + ops.zeros_like(box[..., :1])
+        rows = ops.concatenate([ops.expand_dims(label, -1), ops.expand_dims(score, -1), box], axis=-1)
+        rows = ops.where(ops.expand_dims(present, -1), rows, -1.0)
+        return ops.reshape(ops.concatenate([image, rows], axis=-1), (1, 1, -1, 7))
+
+    def compute_output_shape(self, input_shapes):
+        n = input_shapes[0][0]
+        return (1, 1, None if n is None else n * self.rows, 7)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "share_location": self.share_location,
+            "background_label_id": self.background_label_id,
+            "code_type": self.code_type,
+            "variance_encoded_in_target": self.variance_encoded_in_target,
+            "confidence_threshold": self.confidence_threshold,
+            "nms_threshold": self.nms_threshold,
+            "top_k": self.top_k,
+            "keep_top_k": self.keep_top_k,
+            "rows": self.rows,
+        }
+
+
+@register
+class YoloDetectionOutput(keras.layers.Layer):
+    """MobileNet-YOLO's YoloDetectionOutput (YOLO v2 region decoding) for one image, NHWC input
+    (1, side, side, num_box * (5 + classes)).
+
+    Each cell (j, i) and anchor n gives x = (i + sigmoid(t0)) / side, y = (j + sigmoid(t1)) / side,
+    w = exp(t2) * bias_w / side, h = exp(t3) * bias_h / side and confidence = sigmoid(t4) * the
+    highest softmax class score. Boxes with confidence >= threshold, best first, go through
+    class-agnostic greedy NMS (dropped when IoU >= ``nms_threshold`` with a kept box). Rows are
+    [0, class + 1, confidence, left, top, right, bottom] for the kept boxes, then padding rows
+    [0, -1, ..., -1] up to one row per anchor box: the output is (1, 1, side * side * num_box, 7).
+    """
+
+    def __init__(self, num_classes, num_box, biases, confidence_threshold, nms_threshold, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_box = int(num_box)
+        self.biases = tuple(float(b) for b in biases)
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_threshold = float(nms_threshold)
+
+    def call(self, x):
+        _, rows_, cols, channels = x.shape
+        side = cols  # the layer takes its grid size from the width for both axes
+        n_box, per_box = self.num_box, channels // self.num_box
+        total = rows_ * cols * n_box
+        t = ops.reshape(x[0], (rows_, cols, n_box, per_box))
+        j = np.arange(rows_, dtype="float32").reshape(-1, 1, 1)
+        i = np.arange(cols, dtype="float32").reshape(1, -1, 1)
+        bias = np.asarray(self.biases[: 2 * n_box], dtype="float32").reshape(n_box, 2)
+        bx = (i + ops.sigmoid(t[..., 0])) / side
+        by = (j + ops.sigmoid(t[..., 1])) / side
+        bw = ops.exp(t[..., 2]) * bias[:, 0] / side
+        bh = ops.exp(t[..., 3]) * bias[:, 1] / side
+        probs = ops.softmax(t[..., 5 : 5 + self.num_classes], axis=-1)
+        confidence = ops.sigmoid(t[..., 4]) * ops.max(probs, axis=-1)
+        label = ops.cast(ops.argmax(probs, axis=-1), "float32") + 1.0
+        flat = [ops.reshape(v, (total,)) for v in (bx, by, bw, bh, confidence, label)]
+        bx, by, bw, bh, confidence, label = flat
+        masked = ops.where(confidence >= self.confidence_threshold, confidence, -1.0)
+        score, order = ops.top_k(masked, total)
+        valid = score >= self.confidence_threshold
+        bx, by, bw, bh, label = (ops.take(v, order) for v in (bx, by, bw, bh, label))
+        # IoU in the layer's centre form: union = w1 h1 + w2 h2 - intersection.
+        iw = ops.minimum(bx[:, None] + bw[:, None] / 2, bx[None] + bw[None] / 2) - ops.maximum(
+            bx[:, None] - bw[:, None] / 2, bx[None] - bw[None] / 2
+        )
+        ih = ops.minimum(by[:, None] + bh[:, None] / 2, by[None] + bh[None] / 2) - ops.maximum(
+            by[:, None] - bh[:, None] / 2, by[None] - bh[None] / 2
+        )
+        inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
+        area = bw * bh
+        conflict = inter / (area[:, None] + area[None] - inter) >= self.nms_threshold
+        position = ops.arange(total)
+
+        def step(k, keep):
+            hit = ops.any(ops.logical_and(ops.logical_and(keep, position < k), conflict[:, k]))
+            keep_k = ops.logical_and(valid[k], ops.logical_not(hit))
+            return ops.logical_or(keep, ops.logical_and(keep_k, ops.equal(position, k)))
+
+        keep = ops.fori_loop(0, total, step, ops.zeros_like(valid))
+        rank = ops.sort(ops.where(keep, position, total))
+        present = rank < total
+        rank = ops.minimum(rank, total - 1)
+        bx, by, bw, bh, label, score = (ops.take(v, rank) for v in (bx, by, bw, bh, label, score))
+        rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
+        rows = ops.where(present[:, None], rows, -1.0)
+        rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
+        return ops.reshape(rows, (1, 1, total, 7))
+
+    def compute_output_shape(self, s):
+        return (1, 1, s[1] * s[2] * self.num_box, 7)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "num_box": self.num_box,
+            "biases": self.biases,
+            "confidence_threshold": self.confidence_threshold,
+            "nms_threshold": self.nms_threshold,
+        }
+
+
+@register
+class Yolov3DetectionOutput(keras.layers.Layer):
+    """MobileNet-YOLO's Yolov3DetectionOutput for one image; inputs NHWC (1, S_t, S_t,
+    num_box * (5 + classes)), one per scale t.
+
+    Anchor n of scale t uses bias pair ``mask[t * num_box / groups + n]``: x = (col +
+    sigmoid(t0)) / S, y = (row + sigmoid(t1)) / S, w = exp(t2) * bias_w / (S * anchors_scale[t]),
+    h likewise; every class whose sigmoid(score) * sigmoid(objectness) is above the threshold is a
+    candidate. All candidates, best first, go through class-agnostic greedy NMS (dropped when
+    IoU >= ``nms_threshold`` with a kept box). Rows [0, class + 1, confidence, left, top, right,
+    bottom], padded with [0, -1, ..., -1] to one row per (cell, anchor, class).
+    """
+
+    def __init__(self, num_classes, num_box, biases, anchors_scale, mask, confidence_threshold, nms_threshold,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_box = int(num_box)
+        self.biases = tuple(float(b) for b in biases)
+        self.anchors_scale = tuple(int(a) for a in anchors_scale)
+        self.mask = tuple(int(m) for m in mask)
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_threshold = float(nms_threshold)
+
+    def _candidates(self, x, t, offset):
+        side = x.shape[2]
+        n_box, length = self.num_box, 5 + self.num_classes
+        v = ops.reshape(x[0], (x.shape[1], side, n_box, length))
+        col = np.arange(side, dtype="float32").reshape(1, -1, 1)
+        row = np.arange(x.shape[1], dtype="float32").reshape(-1, 1, 1)
+        anchors = np.asarray([self.biases[2 * m : 2 * m + 2] for m in self.mask[offset : offset + n_box]], "float32")
+        extent = float(side * self.anchors_scale[t])
+        boxes = ops.stack(
+            [
+                (col + ops.sigmoid(v[..., 0])) / side,
+                (row + ops.sigmoid(v[..., 1])) / side,
+                ops.exp(v[..., 2]) * anchors[:, 0] / extent,
+                ops.exp(v[..., 3]) * anchors[:, 1] / extent,
+            ],
+            axis=-1,
+        )
+        scores = ops.sigmoid(v[..., 5:]) * ops.sigmoid(v[..., 4:5])
+        count = x.shape[1] * side * n_box * self.num_classes
+        boxes = ops.reshape(ops.repeat(ops.expand_dims(boxes, -2), self.num_classes, axis=-2), (count, 4))
+        labels = np.tile(np.arange(1, self.num_classes + 1, dtype="float32"), count // self.num_classes)
+        return boxes, ops.reshape(scores, (count,)), labels
+
+    def call(self, inputs):
+        groups = len(self.mask) // len(inputs)
+        parts = [self._candidates(x, t, t * groups) for t, x in enumerate(inputs)]
+        boxes = ops.concatenate([p[0] for p in parts], axis=0)
+        scores = ops.concatenate([p[1] for p in parts], axis=0)
+        labels = np.concatenate([p[2] for p in parts])
+        total = labels.size
+        masked = ops.where(scores > self.confidence_threshold, scores, -1.0)
+        score, order = ops.top_k(masked, total)
+        valid = score > self.confidence_threshold
+        boxes = ops.take(boxes, order, axis=0)
+        label = ops.take(ops.convert_to_tensor(labels), order)
+        bx, by, bw, bh = (boxes[:, k] for k in range(4))
+        position = ops.arange(total)
+
+        def overlaps(k):
+            iw = ops.minimum(bx[k] + bw[k] / 2, bx + bw / 2) - ops.maximum(bx[k] - bw[k] / 2, bx - bw / 2)
+            ih = ops.minimum(by[k] + bh[k] / 2, by + bh / 2) - ops.maximum(by[k] - bh[k] / 2, by - bh / 2)
+            inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
+            return inter / (bw[k] * bh[k] + bw * bh - inter)
+
+        # Greedy NMS as "keep the best remaining box, drop what it overlaps": the same boxes as
+        # Caffe's pass over the sorted list, in as many steps as boxes are kept.
+        def cond(remaining, keep):
+            return ops.any(remaining)
+
+        def body(remaining, keep):
+            k = ops.argmax(ops.cast(remaining, "int32"))
+            this = ops.equal(position, k)
+            keep = ops.logical_or(keep, this)
+            drop = ops.logical_or(overlaps(k) >= self.nms_threshold, this)
+            return ops.logical_and(remaining, ops.logical_not(drop)), keep
+
+        _, keep = ops.while_loop(cond, body, (valid, ops.zeros_like(valid)))
+        rank = ops.sort(ops.where(keep, position, total))
+        present = rank < total
+        rank = ops.minimum(rank, total - 1)
+        bx, by, bw, bh, label, score = (ops.take(v, rank) for v in (bx, by, bw, bh, label, score))
+        rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
+        rows = ops.where(present[:, None], rows, -1.0)
+        rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
+        return ops.reshape(rows, (1, 1, total, 7))
+
+    def compute_output_shape(self, input_shapes):
+        total = sum(s[1] * s[2] for s in input_shapes) * self.num_box * self.num_classes
+        return (1, 1, total, 7)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "num_box": self.num_box,
+            "biases": self.biases,
+            "anchors_scale": self.anchors_scale,
+            "mask": self.mask,
+            "confidence_threshold": self.confidence_threshold,
+            "nms_threshold": self.nms_threshold,
+        }

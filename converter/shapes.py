@@ -13,8 +13,8 @@ SHAPES = {}
 # Types whose single top has the shape of their first bottom.
 ELEMENTWISE = [
     "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold",
-    "Clip", "Swish", "Dropout", "Softmax", "Eltwise", "BatchNorm", "Scale", "Bias", "LRN", "MVN",
-    "ReLU6", "HardSigmoid", "HardSwish", "GELU", "Mish", "BN", "Normalize", "Axpy", "ShuffleChannel",
+    "Clip", "Swish", "Dropout", "Softmax", "BatchNorm", "Scale", "Bias", "LRN", "MVN",
+    "ReLU6", "HardSigmoid", "HardSwish", "GELU", "Mish", "BN", "Normalize", "ShuffleChannel",
 ]
 
 
@@ -61,6 +61,14 @@ def spatial_params(p, prefix, default, n=2):
 
 @shape(*ELEMENTWISE)
 def shape_elementwise(node, bottoms):
+    return [bottoms[0]]
+
+
+@shape("Eltwise")
+def shape_eltwise(node, bottoms):
+    for b in bottoms[1:]:
+        if b != bottoms[0]:
+            raise ConversionError(f"Eltwise bottoms differ in shape: {list(bottoms[0])} and {list(b)}")
     return [bottoms[0]]
 
 
@@ -305,3 +313,214 @@ def shape_tile(node, bottoms):
 @shape("Embed")
 def shape_embed(node, bottoms):
     return [bottoms[0] + (node.param.embed_param.num_output,)]
+
+
+# --- fork layers (SSD, YOLO, SegNet/ENet, PSPNet, ShuffleNet, SENet) ---
+
+
+@shape("Axpy")
+def shape_axpy(node, bottoms):
+    """SENet's ``a * x + y``: bottoms (N, C, 1, 1) scale, x and y; the top has x's shape."""
+    if len(bottoms) != 3:
+        raise ConversionError("Axpy needs three bottoms (scale, x, y)")
+    a, x, y = bottoms
+    if x != y or a[:2] != x[:2] or any(d != 1 for d in a[2:]):
+        raise ConversionError(f"Axpy bottoms {list(a)}, {list(x)}, {list(y)} do not fit a * x + y")
+    return [x]
+
+
+def prior_aspect_ratios(p):
+    """PriorBox's aspect ratios: 1 first, then each new ratio (and its inverse with ``flip``)."""
+    ratios = [1.0]
+    for ar in p.aspect_ratio:
+        if any(abs(ar - r) < 1e-6 for r in ratios):
+            continue
+        ratios.append(ar)
+        if p.flip:
+            ratios.append(1.0 / ar)
+    return ratios
+
+
+def priors_per_cell(p):
+    if not p.min_size:
+        raise ConversionError("PriorBox needs min_size")
+    if p.max_size and len(p.max_size) != len(p.min_size):
+        raise ConversionError(f"PriorBox has {len(p.max_size)} max_size for {len(p.min_size)} min_size")
+    return len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
+
+
+@shape("PriorBox")
+def shape_prior_box(node, bottoms):
+    _, _, h, w = bottoms[0]
+    return [(1, 2, h * w * priors_per_cell(node.param.prior_box_param) * 4)]
+
+
+def detection_rows(node, bottoms):
+    """Rows per image of the converter's fixed-size DetectionOutput: ``keep_top_k``, else every
+    candidate NMS may keep (``top_k`` per class)."""
+    p = node.param.detection_output_param
+    num_priors = bottoms[2][2] // 4
+    classes = p.num_classes - (1 if 0 <= p.background_label_id < p.num_classes else 0)
+    top_k = p.nms_param.top_k if p.nms_param.HasField("top_k") and p.nms_param.top_k > -1 else num_priors
+    per_class = min(top_k, num_priors)
+    rows = per_class * classes
+    return min(p.keep_top_k, rows) if p.keep_top_k > -1 else rows
+
+
+@shape("DetectionOutput")
+def shape_detection_output(node, bottoms):
+    if len(bottoms) != 3:
+        raise ConversionError("DetectionOutput needs three bottoms (loc, conf, priors)")
+    return [(1, 1, bottoms[0][0] * detection_rows(node, bottoms), 7)]
+
+
+def upsample_size(p, bottom):
+    """SegNet's max-unpooling output: ``upsample_h/_w``, else ``H * scale`` less one with ``pad_out_h``."""
+    _, _, h, w = bottom
+    scale_h = p.scale_h if p.HasField("scale_h") else p.scale
+    scale_w = p.scale_w if p.HasField("scale_w") else p.scale
+    out_h = p.upsample_h if p.HasField("upsample_h") else h * scale_h - int(p.pad_out_h)
+    out_w = p.upsample_w if p.HasField("upsample_w") else w * scale_w - int(p.pad_out_w)
+    return out_h, out_w
+
+
+def nearest_scale(p):
+    """The YOLO forks' one-bottom Upsample: their ``scale`` defaults to 1, not SegNet's 2."""
+    return p.scale if p.HasField("scale") else 1
+
+
+@shape("Upsample")
+def shape_upsample(node, bottoms):
+    p = node.param.upsample_param
+    n, c, h, w = bottoms[0]
+    if len(bottoms) == 2:
+        if bottoms[1] != bottoms[0]:
+            raise ConversionError(f"Upsample mask {list(bottoms[1])} differs from its input {list(bottoms[0])}")
+        return [(n, c) + upsample_size(p, bottoms[0])]
+    s = nearest_scale(p)
+    return [(n, c, h * s, w * s)]
+
+
+@shape("BilinearInterpolate")
+def shape_bilinear_interpolate(node, bottoms):
+    p = node.param.bilinear_interpolate_param
+    if not (p.dst_h and p.dst_w):
+        raise ConversionError("BilinearInterpolate needs dst_h and dst_w")
+    return [bottoms[0][:2] + (p.dst_h, p.dst_w)]
+
+
+def interp_size(p, bottoms):
+    """PSPNet's Interp output size (interp_layer.cpp Reshape), from the padded input size."""
+    _, _, h, w = bottoms[0]
+    if p.use_blob_size or len(bottoms) == 2:
+        if len(bottoms) != 2:
+            raise ConversionError("Interp with use_blob_size needs a second bottom")
+        return tuple(bottoms[1][2:])
+    h_eff, w_eff = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
+    shrink, zoom = p.HasField("shrink_factor"), p.HasField("zoom_factor")
+    if (shrink and p.shrink_factor < 1) or (zoom and p.zoom_factor < 1):
+        raise ConversionError("Interp shrink_factor and zoom_factor must be positive")
+    if shrink and not zoom:
+        return ((h_eff - 1) // p.shrink_factor + 1, (w_eff - 1) // p.shrink_factor + 1)
+    if zoom and not shrink:
+        return (h_eff + (h_eff - 1) * (p.zoom_factor - 1), w_eff + (w_eff - 1) * (p.zoom_factor - 1))
+    if p.HasField("height") and p.HasField("width"):
+        return (p.height, p.width)
+    if shrink and zoom:
+        oh, ow = (h_eff - 1) // p.shrink_factor + 1, (w_eff - 1) // p.shrink_factor + 1
+        return (oh + (oh - 1) * (p.zoom_factor - 1), ow + (ow - 1) * (p.zoom_factor - 1))
+    raise ConversionError("Interp needs height and width, zoom_factor or shrink_factor")
+
+
+@shape("Interp")
+def shape_interp(node, bottoms):
+    return [bottoms[0][:2] + interp_size(node.param.interp_param, bottoms)]
+
+
+@shape("PixelShuffle")
+def shape_pixel_shuffle(node, bottoms):
+    r = node.param.pixelshuffle_param.upscale_factor
+    n, c, h, w = bottoms[0]
+    if r < 1 or c % (r * r):
+        raise ConversionError(f"PixelShuffle upscale_factor {r} does not divide {c} channels into r*r groups")
+    return [(n, c // (r * r), h * r, w * r)]
+
+
+@shape("Pad")
+def shape_pad(node, bottoms):
+    p = node.param.pad_param
+    n, c, h, w = bottoms[0]
+    return [(n, c, h + p.pad_u + p.pad_d, w + p.pad_l + p.pad_r)]
+
+
+@shape("Reorg")
+def shape_reorg(node, bottoms):
+    p = node.param.reorg_param
+    s = p.stride
+    n, c, h, w = bottoms[0]
+    if s < 1:
+        raise ConversionError("Reorg needs a positive stride")
+    # darknet's index formula needs both, whichever the direction (reorg_layer.cpp checks them).
+    if c % (s * s):
+        raise ConversionError(f"Reorg: {c} channels are not divisible by stride^2 = {s * s}")
+    if p.reverse:
+        return [(n, c // (s * s), h * s, w * s)]
+    if h % s or w % s:
+        raise ConversionError(f"Reorg stride {s} does not divide the input {h}x{w}")
+    return [(n, c * s * s, h // s, w // s)]
+
+
+# Layers that run code or region proposals outside the network's tensors.
+NOT_CONVERTIBLE = ("Python", "ROIPooling", "Proposal", "PSROIPooling", "ROIAlign")
+
+
+@shape("YoloDetectionOutput")
+def shape_yolo_detection_output(node, bottoms):
+    """One row per anchor box of the grid: the kept detections, then padding rows."""
+    p = node.param.yolo_detection_output_param
+    n, c, h, w = bottoms[0]
+    if n != 1:
+        raise ConversionError(f"YoloDetectionOutput takes one image (Caffe checks num == 1), got {n}")
+    if p.coords != 4 or c % p.num_box or c // p.num_box < 5 + p.num_classes:
+        raise ConversionError(
+            f"{c} channels do not hold {p.num_box} boxes of 4 coords, objectness and {p.num_classes} classes"
+        )
+    if len(p.biases) < 2 * p.num_box:
+        raise ConversionError(f"{len(p.biases)} biases for {p.num_box} anchor boxes")
+    return [(1, 1, h * w * p.num_box, 7)]
+
+
+@shape("Yolov3DetectionOutput")
+def shape_yolov3_detection_output(node, bottoms):
+    """One row per (cell, anchor, class) of every scale: the kept detections, then padding rows."""
+    p = node.param.yolov3_detection_output_param
+    if len(bottoms) != p.mask_group_num or len(p.anchors_scale) < len(bottoms):
+        raise ConversionError(
+            f"{len(bottoms)} bottoms for mask_group_num {p.mask_group_num} and {len(p.anchors_scale)} anchors_scale"
+        )
+    groups = len(p.mask) // len(bottoms)
+    if groups < p.num_box or any(2 * m + 1 >= len(p.biases) for m in p.mask):
+        raise ConversionError(f"mask {list(p.mask)} does not pick {p.num_box} bias pairs per scale")
+    total = 0
+    for n, c, h, w in bottoms:
+        if n != 1 or h != w or c != p.num_box * (5 + p.num_classes):
+            raise ConversionError(
+                f"bottom {[n, c, h, w]} is not one square map of {p.num_box} boxes of {5 + p.num_classes} values"
+            )
+        total += h * w * p.num_box * p.num_classes
+    return [(1, 1, total, 7)]
+
+
+def refusal(node):
+    """Why a layer of ``node``'s type cannot be converted, and what to do instead: one line."""
+    if node.type == "Python" and not node.param.bottom:
+        return "Python data layer cannot be converted: declare the network input instead (Input layer or input_shape)"
+    return (
+        f"{node.type} layer cannot be converted (it runs Python code or needs region proposals); "
+        f"cut the network before it with --outputs BLOB (e.g. --outputs {','.join(node.param.bottom)})"
+    )
+
+
+@shape(*NOT_CONVERTIBLE)
+def shape_refused(node, bottoms):
+    raise ConversionError(refusal(node))

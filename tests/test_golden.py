@@ -19,7 +19,7 @@ TOP_NETS = [
     "eltwise_act",
     "shape_ops",
     "v1_legacy",
-    pytest.param("extensions", marks=pytest.mark.xfail(strict=False, reason="fork layers: issue 3")),
+    "extensions",
 ]
 
 # The same weights in Caffe's other storage formats.
@@ -45,7 +45,7 @@ ZOO_NETS = [
     pytest.param("inception_v3", marks=slow),
     pytest.param("inception_resnet_v2", marks=slow),
     pytest.param("xception", marks=slow),
-    pytest.param("mobilenet_ssd", marks=pytest.mark.xfail(strict=False, reason="DetectionOutput: issue 3")),
+    "mobilenet_ssd",
     "fcn8s_voc",
     "mtcnn_lnet",
     "mtcnn_onet",

@@ -184,3 +184,31 @@ def test_input_layer_with_two_tops_and_concat_on_negative_axis(tmp_path):
         {"a": a, "b": b},
     )
     assert_close(out["cat"], np.concatenate([a, b], axis=-1), "Concat axis -1")
+
+
+def test_relu_with_negative_slope_below_zero(tmp_path):
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    out = run(
+        tmp_path,
+        'input: "data" input_shape { dim: 2 dim: 5 }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" relu_param { negative_slope: -0.3 } }',
+        {"data": x},
+    )
+    assert_close(out["relu"], np.maximum(x, 0) - 0.3 * np.minimum(x, 0), "ReLU slope -0.3")
+
+
+def test_lrn_windows_wider_than_the_blob(tmp_path):
+    x = rng.standard_normal((1, 3, 3, 4)).astype(np.float32)
+    out = run(
+        tmp_path,
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 3 dim: 4 }\n'
+        'layer { name: "across" type: "LRN" bottom: "data" top: "across" lrn_param { local_size: 9 alpha: 0.5 beta: 0.75 k: 2 } }\n'
+        'layer { name: "within" type: "LRN" bottom: "data" top: "within" '
+        "lrn_param { local_size: 7 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }",
+        {"data": x},
+    )
+    sq = x.astype(np.float64) ** 2
+    across = 2 + 0.5 / 9 * sq.sum(axis=1, keepdims=True)  # the window spans every channel
+    assert_close(out["across"], x * across**-0.75, "LRN across, local_size > channels")
+    within = 1 + 0.5 / 49 * sq.sum(axis=(2, 3), keepdims=True)  # and here every pixel
+    assert_close(out["within"], x * within**-0.75, "LRN within, local_size > image")

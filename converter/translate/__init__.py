@@ -65,24 +65,6 @@ class Context:
     def fail(self, node, message):
         return ConversionError(message, file=self.graph.path, layer=node.name)
 
-    def is_output(self, node, i=0):
-        """Whether the node's i-th top is a network output (which must be in canonical layout)."""
-        return node.tops[i] in self.graph.outputs
-
-    def finish(self, node, value, layout):
-        """Hand on ``value`` held in ``layout``; for a 4-D network output held in Caffe order,
-        ``value`` must come from a helper layer and the named layer transposes it to NHWC."""
-        if layout == CAFFE and len(self.shape(node)) == 4 and self.is_output(node):
-            return keras.layers.Permute((2, 3, 1), name=self.name(node))(value)
-        return (value, layout)
-
-    def named_or_helper(self, node, layout, suffix="caffe_order"):
-        """The name for the layer making a top held in ``layout``: the Caffe name, unless
-        :meth:`finish` will add the named transpose after it."""
-        if layout == CAFFE and len(self.shape(node)) == 4 and self.is_output(node):
-            return self.name(node, suffix)
-        return self.name(node)
-
     def shape(self, node, i=0):
         """Caffe shape of the node's i-th top."""
         return self.graph.shape(node.tops[i])
@@ -154,7 +136,7 @@ class Conversion:
 
 
 def build_model(graph, weights=None):
-    from . import activations, core, normalization, shape_ops, vision  # noqa: F401  (registration)
+    from . import activations, core, detection, forks, normalization, shape_ops, vision  # noqa: F401  (registration)
 
     ctx = Context(graph, weights)
     values, inputs = {}, []
@@ -188,8 +170,8 @@ def build_model(graph, weights=None):
     for bid in graph.outputs:
         blob = graph.blobs[bid]
         tensor = values[bid]
-        value = ctx.canonical(tensor)
         wanted = keras_name(blob.name)
+        value = _canonical_output(ctx, tensor)
         producer = value._keras_history[0].name if hasattr(value, "_keras_history") else None
         if producer != wanted and wanted not in ctx.taken:
             value = keras.layers.Identity(name=ctx._unique(wanted))(value)
@@ -199,3 +181,15 @@ def build_model(graph, weights=None):
         weights.warn_unused()
     model = keras.Model(inputs=inputs, outputs=outputs, name=keras_name(graph.name or "caffe_net"))
     return Conversion(model=model, graph=graph, tensors=values)
+
+
+def _canonical_output(ctx, tensor):
+    """A network output in the canonical layout. When a 4-D output is held in Caffe order, the
+    transpose takes over the producing layer's Caffe name (the producer is renamed as a helper),
+    so the layer named after the Caffe layer still yields the user-facing NHWC value."""
+    if tensor.layout == canonical(tensor.shape) or tensor.rank != 4:
+        return tensor.value
+    producer = tensor.value._keras_history[0]
+    name = producer.name
+    producer.name = ctx._unique(f"{name}_caffe_order")
+    return keras.layers.Permute((2, 3, 1), name=name)(tensor.value)

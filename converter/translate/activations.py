@@ -18,7 +18,10 @@ def _same_layout(layer, x):
 @translator("ReLU")
 def relu(ctx, node, inputs):
     slope = node.param.relu_param.negative_slope
-    if slope:
+    if slope < 0:
+        # Valid in Caffe, refused by Keras' LeakyReLU.
+        layer = layers.NegativeSlopeReLU(slope, name=ctx.name(node))
+    elif slope:
         layer = keras.layers.LeakyReLU(negative_slope=slope, name=ctx.name(node))
     else:
         layer = keras.layers.ReLU(name=ctx.name(node))
@@ -121,6 +124,9 @@ def dropout(ctx, node, inputs):
     if not p.scale_train:
         # Without scale_train Caffe scales by (1 - ratio) at test time instead of at training.
         layer = layers.Power(1.0, 1.0 - p.dropout_ratio, 0.0, name=ctx.name(node))
-    else:
+    elif 0 <= p.dropout_ratio < 1:
         layer = keras.layers.Dropout(p.dropout_ratio, name=ctx.name(node))
+    else:
+        # A ratio Keras cannot train with; at inference Caffe passes the input through.
+        layer = keras.layers.Identity(name=ctx.name(node))
     return _same_layout(layer, inputs[0])

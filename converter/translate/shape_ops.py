@@ -79,12 +79,12 @@ def eltwise(ctx, node, inputs):
 def _reshape(ctx, node, x, target):
     """``x`` reshaped to the Caffe shape ``target`` in Caffe's memory order."""
     value = ctx.caffe(x, node)
-    name = ctx.named_or_helper(node, CAFFE)
+    name = ctx.name(node)
     if target[0] == x.shape[0]:
         y = keras.layers.Reshape(tuple(target[1:]), name=name)(value)
     else:
         y = layers.Reshape(tuple(target), name=name)(value)
-    return [ctx.finish(node, y, CAFFE)]
+    return [(y, CAFFE)]
 
 
 @translator("Flatten")
@@ -142,9 +142,7 @@ def permute(ctx, node, inputs):
     to_caffe = [position[a] for a in order]
     candidates = [(CAFFE, to_caffe)]
     if x.rank == 4:
-        nhwc = (NHWC, [to_caffe[a] for a in NHWC_ORDER])
-        # A network output must come out NHWC; elsewhere Caffe order is preferred (Flatten follows).
-        candidates = [nhwc] if ctx.is_output(node) else candidates + [nhwc]
+        candidates.append((NHWC, [to_caffe[a] for a in NHWC_ORDER]))
     for layout, perm in candidates:
         if perm == list(range(x.rank)):
             return [(keras.layers.Identity(name=ctx.name(node))(x.value), layout)]

@@ -1,0 +1,193 @@
+"""The oracle for nets real Caffe never ran here: random weights, OpenCV's DNN as the reference.
+
+:func:`random_caffemodel` writes a caffemodel with well-conditioned random weights for any
+prototxt, shaped from the converter's own graph (every blob shape is known there).
+:func:`compare_with_opencv` runs the same prototxt and caffemodel through
+``cv2.dnn.readNetFromCaffe`` and through the converted Keras model on one random input and
+returns, per network output, the max abs error and the project tolerance.
+"""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from helpers import build, layer_values, max_error, tolerance
+
+CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+
+
+def _learned_blobs(node, graph, rng):
+    """The blobs Caffe keeps for ``node``, random but keeping activations of order one."""
+    p = node.param
+    bottoms = [graph.shape(b) for b in node.bottoms]
+    t = node.type
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def around_one(shape):
+        return (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+
+    if t in CONVOLUTIONS or t == "Deconvolution":
+        cp = p.convolution_param
+        channels = bottoms[0][1]
+        group = cp.group if t in ("Convolution", "Deconvolution") else channels
+        kh, kw = _kernel(cp)
+        if t == "Deconvolution":
+            shape = (channels, cp.num_output // group, kh, kw)
+            fan_in = channels // group * kh * kw
+        else:
+            shape = (cp.num_output, channels // group, kh, kw)
+            fan_in = shape[1] * kh * kw
+        blobs = [normal(shape, 1.0 / math.sqrt(fan_in))]
+        if cp.bias_term:
+            blobs.append(normal((cp.num_output,), 0.1))
+        return blobs
+    if t == "InnerProduct":
+        ip = p.inner_product_param
+        axis = ip.axis % len(bottoms[0])
+        n_in = math.prod(bottoms[0][axis:])
+        shape = (n_in, ip.num_output) if ip.transpose else (ip.num_output, n_in)
+        return [normal(shape, 1.0 / math.sqrt(n_in))] + ([normal((ip.num_output,), 0.1)] if ip.bias_term else [])
+    if t == "BatchNorm":
+        c = bottoms[0][1]
+        return [normal((c,), 0.1), rng.uniform(0.5, 1.5, c).astype(np.float32), np.ones(1, np.float32)]
+    if t in ("Scale", "Bias") and len(bottoms) == 1:
+        sp = p.scale_param if t == "Scale" else p.bias_param
+        rank = len(bottoms[0])
+        axis = sp.axis % rank
+        end = rank if sp.num_axes == -1 else axis + sp.num_axes
+        shape = tuple(bottoms[0][axis:end])
+        if t == "Bias":
+            return [normal(shape, 0.1)]
+        return [around_one(shape)] + ([normal(shape, 0.1)] if sp.bias_term else [])
+    if t == "PReLU":
+        c = 1 if p.prelu_param.channel_shared else bottoms[0][1]
+        return [rng.uniform(0.05, 0.3, c).astype(np.float32)]
+    if t == "Normalize":
+        c = 1 if p.norm_param.channel_shared else bottoms[0][1]
+        return [rng.uniform(1.0, 20.0, c).astype(np.float32)]
+    if t == "BN":
+        c = (1, bottoms[0][1], 1, 1)
+        if len(p.param) > 2 or p.bn_param.HasField("slope_filler"):
+            return [around_one(c), normal(c, 0.1), normal(c, 0.1), rng.uniform(0.5, 1.5, c).astype(np.float32)]
+        return [around_one(c), normal(c, 0.1)]
+    if t == "Embed":
+        ep = p.embed_param
+        return [normal((ep.input_dim, ep.num_output), 1.0)] + ([normal((ep.num_output,), 0.1)] if ep.bias_term else [])
+    return []
+
+
+def _kernel(cp):
+    if cp.HasField("kernel_h"):
+        return cp.kernel_h, cp.kernel_w
+    k = list(cp.kernel_size)
+    return (k[0], k[-1])
+
+
+def random_caffemodel(prototxt, path, input_shapes=None, seed=0):
+    """Write a caffemodel of random weights for ``prototxt`` to ``path``; returns the graph."""
+    from caffe2keras import caffe_pb2, graph, prototxt as proto
+
+    g = graph.build(proto.load(str(prototxt)), input_shapes=input_shapes)
+    rng = np.random.default_rng(seed)
+    net = caffe_pb2.NetParameter(name=g.name or "net")
+    for node in g.nodes:
+        blobs = _learned_blobs(node, g, rng)
+        if not blobs:
+            continue
+        layer = net.layer.add(name=node.name, type=node.type)
+        for b in blobs:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(b.shape)
+            blob.data.extend(b.reshape(-1).tolist())
+    Path(path).write_bytes(net.SerializeToString())
+    return g
+
+
+def opencv_outputs(prototxt, caffemodel, inputs, names):
+    """OpenCV's values of the first top of each layer in ``names`` for ``{input: NCHW array}``."""
+    import cv2
+
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    for name, value in inputs.items():
+        net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+    known = set(net.getLayerNames())
+    names = [n for n in names if n in known]
+    return dict(zip(names, (np.asarray(o) for o in net.forward(names))))
+
+
+def detections(rows):
+    """The real detections of a DetectionOutput blob (1, 1, R, 7), by image, label and falling
+    score: the converter pads with label -1 rows, OpenCV with zero rows, and OpenCV orders the
+    rows by score where Caffe orders them by label."""
+    rows = np.asarray(rows).reshape(-1, 7)
+    rows = rows[(rows[:, 1] >= 0) & (rows[:, 2] > 0)]
+    return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
+
+
+def with_confidence_threshold(prototxt, path, threshold):
+    """A copy of ``prototxt`` whose DetectionOutput keeps scores above ``threshold``: random
+    weights give near-uniform class scores, below the thresholds trained nets use."""
+    text = Path(prototxt).read_text()
+    text, count = re.subn(r"confidence_threshold\s*:\s*[-+0-9.eE]+", f"confidence_threshold: {threshold}", text)
+    assert count, f"{prototxt} sets no confidence_threshold"
+    Path(path).write_text(text)
+    return path
+
+
+def compare_with_opencv(
+    prototxt, workdir, caffemodel=None, input_shapes=None, seed=0, input_range=1.0, confidence_threshold=None
+):
+    """Random weights (or ``caffemodel``'s) and a random input through OpenCV and the converted model.
+
+    Returns ``{layer/top: (max abs error, tolerance, note)}`` for every layer top OpenCV exposes,
+    in execution order, the network outputs included. DetectionOutput blobs are compared as
+    their detection rows (the two pad differently), and the note counts them;
+    ``confidence_threshold`` replaces the prototxt's so that random weights detect something.
+    """
+    workdir = Path(workdir)
+    if confidence_threshold is not None:
+        prototxt = with_confidence_threshold(prototxt, workdir / "deploy.prototxt", confidence_threshold)
+    if caffemodel is None:
+        caffemodel = workdir / "random.caffemodel"
+        random_caffemodel(prototxt, caffemodel, input_shapes=input_shapes, seed=seed)
+    conversion = build(prototxt, caffemodel, input_shapes=input_shapes)
+    graph = conversion.graph
+    rng = np.random.default_rng(seed + 1)
+    inputs = {
+        graph.blobs[b].name: rng.uniform(-input_range, input_range, graph.blobs[b].shape).astype(np.float32)
+        for b in graph.inputs
+    }
+    reference = opencv_outputs(prototxt, caffemodel, inputs, [node.name for node in graph.nodes])
+    ours = layer_values(conversion, inputs)
+    result = {}
+    for node in graph.nodes:
+        top = graph.blobs[node.tops[0]].name
+        if node.name not in reference or (node.name, top) not in ours:
+            continue  # layers OpenCV folds away (Split, Dropout) or does not expose
+        mine, ref = ours[(node.name, top)], reference[node.name]
+        note = ""
+        if node.type == "DetectionOutput":
+            mine, ref = detections(mine), detections(ref)
+            note = f"{len(mine)} detections"
+        what = f"{node.name}/{top}"
+        if ref.size != mine.size:
+            result[what] = (float("inf"), 0.0, f"shape {mine.shape}, OpenCV's {ref.shape}")
+            continue
+        ref = ref.reshape(mine.shape)
+        result[what] = (max_error(mine, ref), tolerance(np.abs(ref).max() if ref.size else 0.0), note)
+    outputs = {f"{graph.blobs[b].producer}/{graph.blobs[b].name}" for b in graph.outputs}
+    assert outputs <= set(result), f"OpenCV gave no value for output(s) {sorted(outputs - set(result))}"
+    return result
+
+
+def worst(result):
+    """The first layer beyond tolerance (in execution order), else the one nearest to it."""
+    for what, (err, tol, note) in result.items():
+        if err > tol:
+            return what, err, tol, note
+    what = max(result, key=lambda k: result[k][0] / result[k][1] if result[k][1] else 0.0)
+    return (what,) + result[what]
