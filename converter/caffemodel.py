@@ -1,12 +1,18 @@
 """Reading learned blobs from a caffemodel, by layer name.
 
 Binary caffemodels are read straight from a memory map, one layer record at a time, with a
-small protobuf wire-format walker: only layer names and blobs are decoded, float data goes to
-numpy without per-element Python work, and there is no 2 GiB message limit. Both the current
-format (``layer``, field 100) and V1 (``layers``, field 2, 4-D legacy blob dims) are read, as is
-Caffe's HDF5 snapshot format (``.caffemodel.h5``: datasets ``data/<layer>/<i>``).
+small protobuf wire-format walker: only layer names and blobs are decoded. Float data is handed
+on as read-only numpy views into the map — no copy, no per-element Python work, no 2 GiB message
+limit, and only the pages a conversion touches are ever read. Both the current format (``layer``,
+field 100) and V1 (``layers``, field 2, 4-D legacy blob dims) are read, as is Caffe's HDF5
+snapshot format (``.caffemodel.h5``: datasets ``data/<layer>/<i>``).
+
+The map stays open while any blob view is alive. Consumers that copy a big blob elsewhere call
+:func:`release` on what they have copied, so the file's pages leave the process's memory as the
+conversion goes instead of all staying resident until the end.
 """
 
+import math
 import mmap
 import sys
 from pathlib import Path
@@ -46,34 +52,33 @@ def _varint(buf, pos, end):
             raise ValueError("varint too long")
 
 
+def _field(buf, pos, end):
+    """The field starting at ``pos``: (number, wire type, value or (start, stop) span, position after it)."""
+    key, pos = _varint(buf, pos, end)
+    number, wire = key >> 3, key & 7
+    if number == 0:
+        raise ValueError("field number 0")
+    if wire == VARINT:
+        value, pos = _varint(buf, pos, end)
+        return number, wire, value, pos
+    if wire == LENGTH:
+        size, pos = _varint(buf, pos, end)
+    elif wire == FIXED32:
+        size = 4
+    elif wire == FIXED64:
+        size = 8
+    else:
+        raise ValueError(f"wire type {wire}")
+    if pos + size > end:
+        raise _Truncated()
+    return number, wire, (pos, pos + size), pos + size
+
+
 def _fields(buf, pos, end):
     """Yield (field number, wire type, value or (start, stop) span) for a message in buf[pos:end]."""
     while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == VARINT:
-            value, pos = _varint(buf, pos, end)
-            yield number, wire, value
-        elif wire == LENGTH:
-            size, pos = _varint(buf, pos, end)
-            if pos + size > end:
-                raise _Truncated()
-            yield number, wire, (pos, pos + size)
-            pos += size
-        elif wire == FIXED32:
-            if pos + 4 > end:
-                raise _Truncated()
-            yield number, wire, (pos, pos + 4)
-            pos += 4
-        elif wire == FIXED64:
-            if pos + 8 > end:
-                raise _Truncated()
-            yield number, wire, (pos, pos + 8)
-            pos += 8
-        else:
-            raise ValueError(f"wire type {wire}")
+        number, wire, value, pos = _field(buf, pos, end)
+        yield number, wire, value
 
 
 def _packed_varints(buf, span):
@@ -85,40 +90,64 @@ def _packed_varints(buf, span):
     return out
 
 
-def _blob(buf, span):
-    """A BlobProto as an array (a view into ``buf`` for float data) in its stored shape."""
+def _packed(buf, span, dtype):
+    start, stop = span
+    itemsize = np.dtype(dtype).itemsize
+    if (stop - start) % itemsize:
+        raise ValueError(f"packed blob data of {stop - start} bytes, not a multiple of {itemsize}")
+    return np.frombuffer(buf, dtype=dtype, count=(stop - start) // itemsize, offset=start)
+
+
+def _unpacked_run(buf, key_pos, end, dtype):
+    """Values of consecutive unpacked fields with the same one-byte key starting at ``key_pos``
+    (older writers stored repeated floats as one field per value): read as a strided array,
+    without a Python step per value. Returns (values, position after the run)."""
+    itemsize = np.dtype(dtype).itemsize
+    stride = 1 + itemsize
+    n = (end - key_pos) // stride
+    keys = np.frombuffer(buf, dtype=np.uint8, count=n * stride, offset=key_pos)[::stride]
+    mismatch = np.flatnonzero(keys != buf[key_pos])
+    n = int(mismatch[0]) if mismatch.size else n
+    records = np.frombuffer(buf, dtype=np.dtype([("key", "u1"), ("value", dtype)]), count=n, offset=key_pos)
+    return records["value"], key_pos + n * stride
+
+
+def _blob(buf, start, end):
+    """A BlobProto as an array in its stored shape: a view into ``buf`` for packed float data."""
     legacy = [1, 1, 1, 1]
     has_legacy = False
     shape = None
-    chunks, doubles = [], []
-    for number, wire, value in _fields(buf, *span):
-        if number == BLOB_SHAPE and wire == LENGTH:
+    floats, doubles = [], []
+    pos = start
+    while pos < end:
+        number, wire, value, pos = _field(buf, pos, end)
+        if number in (BLOB_DATA, BLOB_DOUBLE_DATA):
+            dtype = "<f4" if number == BLOB_DATA else "<f8"
+            chunks = floats if number == BLOB_DATA else doubles
+            if wire == LENGTH:
+                chunks.append(_packed(buf, value, dtype))
+            elif wire == (FIXED32 if number == BLOB_DATA else FIXED64):
+                run, pos = _unpacked_run(buf, value[0] - 1, end, dtype)
+                chunks.append(run)
+            else:
+                raise ValueError(f"blob data of wire type {wire}")
+        elif number == BLOB_SHAPE and wire == LENGTH:
             shape = []
             for n2, w2, v2 in _fields(buf, *value):
                 if n2 == SHAPE_DIM:
                     shape.extend(_packed_varints(buf, v2) if w2 == LENGTH else [v2])
-        elif number == BLOB_DATA:
-            if wire == LENGTH:
-                chunks.append(np.frombuffer(buf, dtype="<f4", count=(value[1] - value[0]) // 4, offset=value[0]))
-            else:
-                chunks.append(np.frombuffer(buf, dtype="<f4", count=1, offset=value[0]))
-        elif number == BLOB_DOUBLE_DATA:
-            if wire == LENGTH:
-                doubles.append(np.frombuffer(buf, dtype="<f8", count=(value[1] - value[0]) // 8, offset=value[0]))
-            else:
-                doubles.append(np.frombuffer(buf, dtype="<f8", count=1, offset=value[0]))
         elif number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and wire == VARINT:
             legacy[number - 1] = value
             has_legacy = True
-    if chunks:
-        data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if floats:
+        data = np.ascontiguousarray(floats[0]) if len(floats) == 1 else np.concatenate(floats)
     elif doubles:
-        data = np.concatenate(doubles).astype(np.float32)
+        data = np.concatenate(doubles, dtype=np.float32)
     else:
         data = np.zeros(0, np.float32)
     if shape is None:
         shape = legacy if has_legacy else [data.size]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact: corrupt dims can overflow int64
     if count != data.size:
         raise ValueError(f"blob shape {shape} holds {count} values but {data.size} are stored")
     return data.reshape(shape)
@@ -128,7 +157,7 @@ class Weights:
     """Blobs by layer name, with bookkeeping of which layers the conversion used."""
 
     def __init__(self, layers, path=None):
-        self.layers = layers  # name -> list of float32 arrays
+        self.layers = layers  # name -> list of float32 arrays (read-only views of a mapped caffemodel)
         self.path = path
         self.used = set()
 
@@ -158,16 +187,27 @@ def load(path):
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return _load_hdf5(path)
+        try:
+            return _load_hdf5(path)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+            # What h5py raises on a damaged file (a dangling link reads as None).
+            raise ConversionError(f"is a damaged HDF5 caffemodel ({type(err).__name__}: {err})", file=path) from None
     if path.stat().st_size == 0:
         raise ConversionError("is empty, expected a .caffemodel", file=path)
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        try:
-            layers = _read_layers(mm)
-        except _Truncated:
-            raise ConversionError("is truncated or not a caffemodel (a record runs past the end)", file=path) from None
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ConversionError(f"is not a caffemodel ({err})", file=path) from None
+    with open(path, "rb") as f:
+        # Not closed here: the blobs are views into the map, which lives as long as they do.
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    problem, layers = None, {}
+    try:
+        layers = _read_layers(mm)
+    except _Truncated:
+        problem = "is truncated or not a caffemodel (a record runs past the end)"
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = f"is not a caffemodel (corrupt protobuf: {err})"
+    if (problem or not layers) and all(32 <= b < 127 or b in b"\t\r\n" for b in mm[:256]):
+        problem = "is a text file, not a binary caffemodel (a prototxt given in place of the caffemodel?)"
+    if problem:
+        raise ConversionError(problem, file=path)
     if not layers:
         raise ConversionError("is not a caffemodel: it holds no layers", file=path)
     return Weights(layers, path=str(path))
@@ -184,15 +224,36 @@ def _read_layers(buf):
             if n2 == name_field and w2 == LENGTH:
                 name = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
             elif n2 == blob_field and w2 == LENGTH:
-                array = _blob(buf, v2)
-                # Copy out of the memory map so the file can close; one copy per blob.
-                blobs.append(np.array(array, dtype=np.float32, copy=True))
+                blobs.append(_blob(buf, *v2))
         if name is None:
             raise ValueError("a layer record without a name")
         if name in layers and not blobs:
             continue
         layers[name] = blobs
     return layers
+
+
+def release(array):
+    """Drop the memory-mapped caffemodel pages under ``array`` (a blob from :func:`load`, or a
+    slice of one) from this process's resident memory, once their values have been copied
+    elsewhere. The pages stay in the OS page cache and are read back if touched again, so this
+    never changes a value; arrays that are not views of a mapped caffemodel are left alone."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap) or base.closed or array.size == 0 or not hasattr(base, "madvise"):
+        return
+    origin = np.frombuffer(base, dtype=np.uint8, count=1).ctypes.data
+    extents = [(n - 1) * step for n, step in zip(array.shape, array.strides)]
+    low = array.ctypes.data + sum(e for e in extents if e < 0)
+    high = array.ctypes.data + sum(e for e in extents if e > 0) + array.itemsize
+    # Only whole pages inside the array: its neighbours may still be wanted.
+    start = -(-(low - origin) // mmap.PAGESIZE) * mmap.PAGESIZE
+    stop = (high - origin) // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start:
+        base.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 def _load_hdf5(path):

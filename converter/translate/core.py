@@ -15,6 +15,47 @@ def _conv_bias(ctx, node, params, out_channels):
     return [params[1].reshape(out_channels)]
 
 
+def same_is_caffe(in_hw, kernel, stride, pad, out_hw, dilation=(1, 1)):
+    """Whether TensorFlow's SAME padding places the windows exactly where Caffe's ``pad`` does,
+    so the op pads internally instead of after a separate ZeroPadding2D copy.
+
+    SAME gives ``ceil(size / stride)`` outputs and pads ``total // 2`` before, the rest after;
+    when the output sizes agree and the leading pads are equal, the trailing pad is exactly the
+    part of Caffe's that its windows read (e.g. 3x3 stride 1 pad 1; not 7x7 stride 2 pad 3,
+    where SAME pads 2 before).
+    """
+    for size, k, s, p, o, d in zip(in_hw, kernel, stride, pad, out_hw, dilation):
+        same_out = -(-size // s)
+        total = max((same_out - 1) * s + d * (k - 1) + 1 - size, 0)
+        if o != same_out or total // 2 != p:
+            return False
+    return True
+
+
+def _call_holding(layer, value, kernel, initializer_attr="kernel_initializer"):
+    """Call (and so build) ``layer`` on ``value`` with its kernel variable created holding
+    ``kernel`` (None: Keras' initialiser).
+
+    Filling a kernel with Keras' random initialiser only to overwrite it costs seconds and a
+    second buffer for a big layer (VGG16's fc6: 400 MB); the initialiser is swapped only while
+    building, so the layer's config keeps its default.
+    """
+    if kernel is None:
+        return layer(value)
+
+    def preset(shape, dtype=None):
+        if tuple(shape) != kernel.shape:
+            raise ValueError(f"internal: kernel {kernel.shape} for a variable of shape {tuple(shape)}")
+        return weights.variable_value(kernel)
+
+    default = getattr(layer, initializer_attr)
+    setattr(layer, initializer_attr, preset)
+    try:
+        return layer(value)
+    finally:
+        setattr(layer, initializer_attr, default)
+
+
 @translator("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
 def convolution(ctx, node, inputs):
     p = node.param.convolution_param
@@ -27,15 +68,16 @@ def convolution(ctx, node, inputs):
     if p.axis != 1:
         raise ctx.fail(node, f"convolution over axis {p.axis} is not supported (only 1)")
     value = ctx.canonical(x, node)
-    if any(pad):
-        value = keras.layers.ZeroPadding2D(padding=tuple((q, q) for q in pad), name=ctx.name(node, "pad"))(value)
     # TensorFlow rejects stride > 1 together with dilation > 1: convolve densely, then subsample.
     strided_dilation = max(stride) > 1 and max(dilation) > 1
     conv_stride = (1, 1) if strided_dilation else stride
+    same = any(pad) and not strided_dilation and same_is_caffe(x.shape[2:], kernel, stride, pad, ctx.shape(node)[2:], dilation)
+    if any(pad) and not same:
+        value = keras.layers.ZeroPadding2D(padding=tuple((q, q) for q in pad), name=ctx.name(node, "pad"))(value)
     common = dict(
         kernel_size=kernel,
         strides=conv_stride,
-        padding="valid",
+        padding="same" if same else "valid",
         dilation_rate=dilation,
         use_bias=p.bias_term,
         name=ctx.name(node, "conv") if strided_dilation else ctx.name(node),
@@ -45,11 +87,13 @@ def convolution(ctx, node, inputs):
         layer = keras.layers.DepthwiseConv2D(depth_multiplier=out // channels, **common)
     else:
         layer = keras.layers.Conv2D(filters=out, groups=group, **common)
-    y = layer(value)
     params = ctx.params(node, [(out, channels // group) + kernel] + ([(out,)] if p.bias_term else []))
+    k = None
     if params is not None:
         k = weights.depthwise_kernel(params[0], channels) if depthwise else weights.conv_kernel(params[0])
-        layer.set_weights([k] + _conv_bias(ctx, node, params, out))
+    y = _call_holding(layer, value, k, "depthwise_initializer" if depthwise else "kernel_initializer")
+    if params is not None and p.bias_term:
+        layer.bias.assign(_conv_bias(ctx, node, params, out)[0])
     if strided_dilation:
         y = layers.Subsample(stride, name=ctx.name(node))(y)
     return [y]
@@ -100,14 +144,14 @@ def inner_product(ctx, node, inputs):
     else:
         value = ctx.caffe(x, node)
     out_layout = CAFFE if axis + 1 == 4 else None
-    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.named_or_helper(node, out_layout))
-    y = layer(value)
+    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.name(node))
     w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
     params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
-    if params is not None:
-        k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw)
-        layer.set_weights([k] + ([params[1].reshape(-1)] if p.bias_term else []))
-    return [ctx.finish(node, y, CAFFE) if out_layout else y]
+    k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw) if params is not None else None
+    y = _call_holding(layer, value, k)
+    if params is not None and p.bias_term:
+        layer.bias.assign(params[1].reshape(-1))
+    return [(y, CAFFE) if out_layout else y]
 
 
 @translator("Embed")
@@ -115,9 +159,9 @@ def embed(ctx, node, inputs):
     p = node.param.embed_param
     x = inputs[0]
     out_layout = CAFFE if len(ctx.shape(node)) == 4 else None
-    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.named_or_helper(node, out_layout))
+    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node))
     y = layer(ctx.caffe(x, node))
     params = ctx.params(node, [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else []))
     if params is not None:
         layer.set_weights(params[:1] + ([params[1].reshape(-1)] if p.bias_term else []))
-    return [ctx.finish(node, y, CAFFE) if out_layout else y]
+    return [(y, CAFFE) if out_layout else y]

@@ -5,20 +5,25 @@ import keras
 from .. import layers
 from ..shapes import pool_geometry
 from . import translator
+from .core import same_is_caffe
 
 
 @translator("Pooling")
 def pooling(ctx, node, inputs):
     p = node.param.pooling_param
     x = inputs[0]
-    if len(node.tops) > 1:
-        raise ctx.fail(node, "Pooling with a mask top (max-unpooling) is not supported yet")
     kind = p.PoolMethod.Name(p.pool)
     if kind not in ("MAX", "AVE"):
         raise ctx.fail(node, f"{kind} pooling is not supported (only MAX and AVE)")
     kernel, stride, pad, out_hw = pool_geometry(p, x.shape)
     value = ctx.canonical(x, node)
     in_hw = tuple(x.shape[2:])
+    if len(node.tops) > 1:
+        # SegNet/ENet: the second top is the argmax mask their Upsample layers unpool with.
+        if kind != "MAX":
+            raise ctx.fail(node, "only MAX pooling has a mask top")
+        layer = layers.MaxPoolingWithMask(kernel, stride, pad, in_hw, out_hw, name=ctx.name(node))
+        return layer(value)
     if p.global_pooling or (kernel == in_hw and out_hw == (1, 1) and not any(pad)):
         cls = keras.layers.GlobalMaxPooling2D if kind == "MAX" else keras.layers.GlobalAveragePooling2D
         return [cls(keepdims=True, name=ctx.name(node))(value)]
@@ -27,6 +32,11 @@ def pooling(ctx, node, inputs):
         # No padding and no ceil overhang: Caffe's windows are exactly Keras' VALID windows.
         cls = keras.layers.MaxPooling2D if kind == "MAX" else keras.layers.AveragePooling2D
         return [cls(pool_size=kernel, strides=stride, padding="valid", name=ctx.name(node))(value)]
+    if same_is_caffe(in_hw, kernel, stride, pad, out_hw) and (kind == "MAX" or not any(pad)):
+        # SAME windows are Caffe's here: padding never wins a max, and without Caffe pads an
+        # average's divisor counts the same in-image values as TensorFlow's.
+        cls = keras.layers.MaxPooling2D if kind == "MAX" else keras.layers.AveragePooling2D
+        return [cls(pool_size=kernel, strides=stride, padding="same", name=ctx.name(node))(value)]
     layer = layers.CaffePooling2D(
         pool=kind.lower(), kernel=kernel, stride=stride, pad=pad, input_hw=in_hw, output_hw=out_hw, name=ctx.name(node)
     )
