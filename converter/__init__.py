@@ -11,9 +11,9 @@ from ._quiet import import_tensorflow
 
 import_tensorflow()
 
-from . import layers  # noqa: E402,F401  (registers the custom Keras layers)
+from . import layers, preprocess  # noqa: E402,F401  (registers the custom Keras layers)
 from .api import build, convert  # noqa: E402
-from .errors import ConversionError  # noqa: E402
+from .errors import ConversionError, InternalError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["convert", "build", "ConversionError", "__version__"]
+__all__ = ["convert", "build", "ConversionError", "InternalError", "__version__"]

@@ -1,17 +1,19 @@
 """The ``caffe2keras`` command line.
 
-``caffe2keras PROTOTXT [CAFFEMODEL] -o OUT`` converts (``convert`` is the default command).
+``caffe2keras PROTOTXT [CAFFEMODEL] -o OUT`` converts (``convert`` is the default command);
+``batch`` converts many, ``inspect`` lists a prototxt's layers, ``verify`` compares a converted
+model with OpenCV's Caffe implementation, ``predict`` classifies an image.
 Bad input gives one line on stderr and exit code 2; internal errors exit 1 (``--debug`` shows
 the traceback). TensorFlow is imported once, quietly, and only by commands that need it.
 """
 
+import json
 import sys
-import time
 import traceback
 
 import click
 
-from .errors import ConversionError
+from .errors import ConversionError, InternalError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -25,9 +27,9 @@ def parse_input_shape(values):
         try:
             shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
         except ValueError:
-            raise click.BadParameter(f"'{text}': expected [NAME=]N,C,H,W with integers") from None
+            raise ConversionError(f"--input-shape '{text}': expected [NAME=]N,C,H,W with integers") from None
         if not shape or any(d <= 0 for d in shape):
-            raise click.BadParameter(f"'{text}': dimensions must be positive")
+            raise ConversionError(f"--input-shape '{text}': dimensions must be positive")
         shapes[name or None] = shape
     return shapes
 
@@ -36,6 +38,11 @@ def run_guarded(debug, fn, *args, **kwargs):
     """Run a command body, turning failures into one line and an exit code."""
     try:
         return fn(*args, **kwargs)
+    except InternalError as err:  # the converter failed on this input: a bug, not the user's fault
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {err} (a caffe2keras bug; rerun with --debug for the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
     except ConversionError as err:
         if debug:
             traceback.print_exc()
@@ -70,57 +77,209 @@ def main():
     """Convert Caffe models (deploy.prototxt + .caffemodel) into exact Keras 3 models.
 
     \b
-    caffe2keras deploy.prototxt weights.caffemodel -o model.keras
-    caffe2keras deploy.prototxt weights.caffemodel -o model.h5 --force
+    caffe2keras deploy.prototxt weights.caffemodel -o model.keras --mean 104,117,123 --rgb-input
+    caffe2keras verify deploy.prototxt weights.caffemodel model.keras
+    caffe2keras predict model.keras cat.jpg --labels synset_words.txt
+    caffe2keras inspect deploy.prototxt
+    caffe2keras batch models/ -o converted/ --report report.json
     """
 
 
-def summary(conversion, elapsed):
-    from .translate import keras_name
-
-    model, graph = conversion.model, conversion.graph
+def summary(record):
+    """The human summary of a conversion record (see :func:`caffe2keras.batch.convert_one`)."""
+    seconds = record["seconds"]["convert"] + record["seconds"]["save"]
     lines = [
-        f"{graph.name or 'network'}: {len(graph.nodes)} Caffe layers → {len(model.layers)} Keras layers, "
-        f"{model.count_params():,} parameters, {elapsed:.1f}s"
+        f"{record['network']}: {record['caffe_layers']} Caffe layers → {record['keras_layers']} Keras layers, "
+        f"{record['parameters']:,} parameters, {seconds:.1f}s"
     ]
-    for bid in graph.inputs:
-        blob = graph.blobs[bid]
-        lines.append(f"  input  {keras_name(blob.name)}: Caffe {list(blob.shape)}")
-    for bid, out in zip(graph.outputs, model.outputs):
-        blob = graph.blobs[bid]
-        lines.append(f"  output {keras_name(blob.name)}: Caffe {list(blob.shape)} → Keras {list(out.shape)}")
+    for inp in record["inputs"]:
+        lines.append(f"  input  {inp['name']}: Caffe {inp['caffe_shape']}")
+    for out in record["outputs"]:
+        lines.append(f"  output {out['name']}: Caffe {out['caffe_shape']} → Keras {[None, *out['keras_shape']]}")
+    pre = record["preprocess"]
+    if pre:
+        mean = pre["mean"] if pre["mean"] is not None else (f"image {pre['mean_source']}" if pre["mean_shape"] else "none")
+        lines.append(
+            f"  preprocessing baked in: {'RGB → BGR, ' if pre['rgb_input'] else ''}mean {mean}, scale {pre['scale']:g}"
+        )
     return "\n".join(lines)
+
+
+def json_option(help_text):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 @main.command()
 @click.argument("prototxt", type=click.Path(dir_okay=True))
 @click.argument("caffemodel", type=click.Path(dir_okay=True), required=False)
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output file: .keras or .h5.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output: .keras, .h5, .tflite, .onnx, or a directory path ending in '/' (TF SavedModel).")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
               help="Override an input's declared shape (repeatable; NAME optional with one input).")
 @click.option("--outputs", default=None, metavar="BLOB[,BLOB…]", help="Cut the network at these blobs.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--mean", default=None, metavar="B,G,R|FILE",
+              help="Bake in mean subtraction: per-channel values in Caffe's BGR order, or a mean image "
+                   "(.binaryproto or .npy, centre-cropped to the input like Caffe's Transformer).")
+@click.option("--scale", default=1.0, type=float, show_default=True,
+              help="Bake in Caffe's transform_param scale, applied after the mean.")
+@click.option("--rgb-input", is_flag=True, help="The model takes RGB images and swaps them to Caffe's BGR.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(prototxt, caffemodel, output, input_shape, outputs, force, quiet, debug):
+def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, force, quiet, as_json, debug):
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
+    With --mean/--scale/--rgb-input the model takes plain pixels: (x[BGR] - mean) * scale is
+    its first layer, recorded in the file so `caffe2keras predict` does not do it again.
     """
-    shapes = parse_input_shape(input_shape)
+    shapes = run_guarded(debug, parse_input_shape, input_shape)
     out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
 
     def body():
-        from . import export
+        from .batch import convert_one
 
-        export.check_output(output, force=force)
-        from .api import build
-
-        start = time.perf_counter()
-        conversion = build(prototxt, caffemodel, input_shapes=shapes, outputs=out_blobs)
-        export.save(conversion.model, output, force=force)
-        if not quiet:
-            click.echo(summary(conversion, time.perf_counter() - start))
+        record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
+                                mean=mean, scale=scale, rgb_input=rgb_input, force=force)
+        if as_json:
+            click.echo(json.dumps(record, indent=2))
+        elif not quiet:
+            click.echo(summary(record))
             click.echo(f"wrote {output}")
 
     run_guarded(debug, body)
+
+
+@main.command()
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.argument("caffemodel", type=click.Path(dir_okay=False), required=False)
+@click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
+              help="Override an input's declared shape (repeatable).")
+@json_option("Print the layer list as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def inspect(prototxt, caffemodel, input_shape, as_json, debug):
+    """List the layers of PROTOTXT: type, tops, output shape, parameters, supported?
+
+    Parameter counts come from CAFFEMODEL when given, else from the prototxt. Unsupported
+    layers are listed, not fatal; no Keras model is built.
+    """
+    shapes = run_guarded(debug, parse_input_shape, input_shape)
+
+    def body():
+        from . import inspect as inspection
+
+        report = inspection.inspect(prototxt, caffemodel, input_shapes=shapes)
+        click.echo(json.dumps(report.as_dict(), indent=2) if as_json else inspection.format_table(report))
+
+    run_guarded(debug, body)
+
+
+@main.command()
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.argument("caffemodel", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="Compare on this image (as `predict` feeds it) instead of random input.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random input.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
+              help="The input shape MODEL was converted with, if overridden.")
+@click.option("--all-layers", is_flag=True, help="List every layer, not only those beyond tolerance.")
+@json_option("Print every comparison as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as_json, debug):
+    """Compare MODEL (converted from PROTOTXT + CAFFEMODEL) with OpenCV's Caffe implementation.
+
+    Prints the max abs / rel error per output and per layer; exits 0 when every one is within
+    1e-4 * max(1, max|caffe|), 1 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
+    """
+    shapes = run_guarded(debug, parse_input_shape, input_shape)
+
+    def body():
+        from . import verify as verification
+
+        result = verification.verify(prototxt, caffemodel, model, image=image, input_shapes=shapes, seed=seed)
+        if as_json:
+            click.echo(json.dumps(result.as_dict(), indent=2))
+        else:
+            click.echo(verification.format_report(result, show_all=all_layers))
+        return result.ok
+
+    if not run_guarded(debug, body):
+        sys.exit(EXIT_INTERNAL)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Class names, one per line (e.g. synset_words.txt).")
+@click.option("--top", "k", default=5, show_default=True, type=click.IntRange(min=1), help="How many classes.")
+@click.option("--output", "output_name", default=None, help="Which model output holds the scores.")
+@json_option("Print the predictions as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def predict(model, image, labels, k, output_name, as_json, debug):
+    """Classify IMAGE with a converted MODEL and print the top classes.
+
+    The image is decoded by TensorFlow, scaled to cover the model's input and centre-cropped;
+    the preprocessing baked in at conversion (--mean/--scale/--rgb-input) is the model's own.
+    """
+
+    def body():
+        from dataclasses import asdict
+
+        from .predict import format_table, predict
+
+        predictions, notes = predict(model, image, labels_path=labels, k=k, output=output_name)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        if as_json:
+            click.echo(json.dumps([asdict(p) for p in predictions], indent=2))
+        else:
+            click.echo(format_table(predictions))
+
+    run_guarded(debug, body)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Where the models go.")
+@click.option("--format", "fmt", default="keras", show_default=True,
+              type=click.Choice(["keras", "h5", "tflite", "onnx", "savedmodel"]),
+              help="Output format of entries that do not choose one.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or table; failures still go to stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def batch(source, outdir, fmt, report, force, quiet, debug):
+    """Convert every model of SOURCE: a folder of model folders, or a TOML/YAML manifest.
+
+    A model folder holds one prototxt and one caffemodel. One failure does not stop the others;
+    the exit code is 1 when any failed.
+    """
+
+    def body():
+        from pathlib import Path
+
+        from .batch import find_jobs, format_summary, run_job
+
+        jobs = find_jobs(source)
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+        records = []
+        with click.progressbar(jobs, label="converting", file=sys.stderr, show_pos=True,
+                               item_show_func=lambda j: j.name if j else "",
+                               hidden=quiet) as bar:
+            for job in bar:
+                records.append(run_job(job, outdir, default_format=fmt, force=force))
+        if report:
+            Path(report).write_text(json.dumps({"source": str(source), "models": records}, indent=2) + "\n")
+        if not quiet:
+            click.echo(format_summary(records))
+        else:
+            for r in records:
+                if r["status"] != "ok":
+                    click.echo(f"failed: {r['name']}: {r['error']}", err=True)
+        return all(r["status"] == "ok" for r in records)
+
+    if not run_guarded(debug, body):
+        sys.exit(EXIT_INTERNAL)

@@ -1,48 +1,81 @@
-"""Writing converted models: ``.keras`` and legacy HDF5 ``.h5``.
+"""Writing converted models, the format chosen by the output path.
 
-Files are written to a temporary name in the target directory and renamed into place only when
-complete, so an interrupted or failed conversion never leaves a partial file, and an existing
-output is only replaced when asked to.
+    model.keras   Keras 3 native file
+    model.h5      legacy Keras HDF5
+    model/        a TensorFlow SavedModel directory (a path ending in ``/``), endpoint ``serve``
+    model.tflite  LiteRT / TensorFlow Lite flatbuffer
+    model.onnx    ONNX (needs ``tf2onnx``: ``pip install caffe2keras[onnx]``)
+
+Everything is written to a temporary name in the target directory and renamed into place only
+when complete, so an interrupted or failed conversion never leaves a partial file or directory,
+and an existing output is only replaced when asked to.
 """
 
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
 
 from .errors import ConversionError
 
-FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
+SAVEDMODEL = "savedmodel"
+# Opset 17 is what onnxruntime releases of the last years all run.
+ONNX_OPSET = 17
+
+
+def is_directory_path(path):
+    return str(path).endswith(("/", os.sep))
 
 
 def output_format(path):
+    if is_directory_path(path):
+        return SAVEDMODEL
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise ConversionError(
-            f"unsupported output extension '{suffix or '(none)'}'; use one of {', '.join(sorted(FORMATS))}",
-            file=path,
-        )
+        known = ", ".join(sorted(FORMATS)) + ", or a directory path ending in '/' (SavedModel)"
+        raise ConversionError(f"unsupported output extension '{suffix or '(none)'}'; use one of {known}", file=path)
     return FORMATS[suffix]
 
 
 def check_output(path, force=False):
-    """Refuse before any work is done: bad extension, missing directory, existing file."""
-    path = Path(path)
-    output_format(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    """Refuse before any work is done: bad extension, missing directory, existing output."""
+    fmt = output_format(path)
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise ConversionError("the output directory does not exist", file=path)
-    if path.is_dir():
+    if fmt == SAVEDMODEL:
+        if target.exists() and not target.is_dir():
+            raise ConversionError("the output path is a file, a SavedModel needs a directory", file=path)
+        if target.exists() and not force:
+            raise ConversionError("the output directory exists; pass --force to replace it", file=path)
+        return fmt
+    if target.is_dir():
         raise ConversionError("the output path is a directory", file=path)
-    if path.exists() and not force:
+    if target.exists() and not force:
         raise ConversionError("the output file exists; pass --force to overwrite it", file=path)
+    if fmt == "onnx":
+        _require_tf2onnx(path)
+    return fmt
+
+
+def _require_tf2onnx(path):
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise ConversionError(
+            "ONNX export needs tf2onnx: pip install 'caffe2keras[onnx]'", file=path
+        ) from None
 
 
 @contextlib.contextmanager
 def _quiet_absl():
-    # Keras warns that HDF5 is a legacy format; choosing .h5 is the user's informed choice.
+    # Keras warns that HDF5 is a legacy format and TF logs each SavedModel it writes; choosing the
+    # format is the user's informed choice.
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -70,24 +103,80 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def input_signature(model):
+    """One ``tf.TensorSpec`` per model input, batch dimension free, named like the input."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, *inp.shape[1:]), inp.dtype or tf.float32, name=inp.name) for inp in model.inputs]
+
+
+def write_savedmodel(model, directory):
+    """A SavedModel whose ``serve`` endpoint (also ``serving_default``) takes one tensor per input."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda *xs: model(list(xs), training=False), input_signature=input_signature(model))
+    archive.write_out(str(directory), verbose=False)
+
+
+def tflite_bytes(model):
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="caffe2keras-tflite-") as tmp:
+        write_savedmodel(model, tmp)
+        return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+
+
+def onnx_bytes(model):
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=input_signature(model), opset=ONNX_OPSET)
+    return proto.SerializeToString()
+
+
+def _write(model, tmp, fmt):
+    if fmt in ("keras", "h5"):
+        model.save(tmp)
+    elif fmt == SAVEDMODEL:
+        write_savedmodel(model, tmp)
+    else:
+        data = tflite_bytes(model) if fmt == "tflite" else onnx_bytes(model)
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
 def save(model, path, force=False):
-    """Save ``model`` to ``path`` atomically; the extension picks the format."""
-    path = Path(path)
-    check_output(path, force=force)
-    fmt = output_format(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
-    os.close(fd)
-    os.unlink(tmp)  # Keras refuses to overwrite silently in some versions; let it create the file
+    """Save ``model`` to ``path`` atomically; the path picks the format (see the module doc)."""
+    fmt = check_output(path, force=force)
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    tmp = tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent)
+    if fmt != SAVEDMODEL:
+        # A fresh name inside the temporary directory: Keras picks the format by the suffix.
+        work = Path(tmp) / f"model{target.suffix}"
+    else:
+        work = Path(tmp) / "savedmodel"
     try:
-        with _terminate_as_interrupt():
-            if fmt == "h5":
-                with _quiet_absl():
-                    model.save(tmp)
-            else:
-                model.save(tmp)
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+        with _terminate_as_interrupt(), _quiet_absl():
+            _write(model, str(work), fmt)
+            _replace(work, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _replace(new, target):
+    """Rename ``new`` onto ``target``; an existing directory is moved aside first, then removed."""
+    if target.is_dir():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, aside / "old")
+        try:
+            os.replace(new, target)
+        except BaseException:
+            os.replace(aside / "old", target)
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(new, target)

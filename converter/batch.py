@@ -1,0 +1,259 @@
+"""Converting models to files: one (``convert``) or many (``batch``), each with a summary record.
+
+``batch`` takes a folder or a manifest. A folder holding one prototxt and one caffemodel is one
+model; otherwise each such sub-folder is one, named after it. A manifest (TOML, or YAML when
+PyYAML is installed) lists models under ``models``::
+
+    [[models]]
+    name = "googlenet"
+    prototxt = "bvlc_googlenet/deploy.prototxt"     # relative to the manifest
+    caffemodel = "bvlc_googlenet/weights.caffemodel" # optional
+    input_shape = "data=1,3,224,224"                 # optional, like --input-shape (or a list)
+    outputs = "prob"                                 # optional, like --outputs
+    mean = "104,117,123"                             # optional: scale, rgb_input too
+    format = "tflite"                                # optional output extension
+
+One failure does not stop the others; each gets a record (status, timings, error).
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConversionError, InternalError
+
+PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
+WEIGHT_SUFFIXES = (".caffemodel", ".caffemodel.h5")
+OPTION_KEYS = {"name", "prototxt", "caffemodel", "input_shape", "outputs", "mean", "scale", "rgb_input", "format"}
+
+
+@dataclass
+class Job:
+    name: str
+    prototxt: str
+    caffemodel: str = None
+    options: dict = field(default_factory=dict)
+    problem: str = None  # why the job cannot even start (ambiguous folder, bad manifest entry)
+
+
+def parse_input_shapes(value):
+    """``[NAME=]N,C,H,W`` strings (one or a list) → {name or None: shape}."""
+    values = [value] if isinstance(value, str) else list(value or [])
+    shapes = {}
+    for text in values:
+        name, _, dims = str(text).rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            raise ConversionError(f"input shape '{text}': expected [NAME=]N,C,H,W with integers") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise ConversionError(f"input shape '{text}': dimensions must be positive")
+        shapes[name or None] = shape
+    return shapes
+
+
+def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
+                rgb_input=False, force=False):
+    """Convert and save; returns the summary record (a JSON-ready dict) and the Conversion.
+
+    ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None.
+    """
+    from . import export, preprocess
+    from .api import build
+    from .translate import keras_name
+
+    fmt = export.check_output(output, force=force)
+    mean_value = preprocess.parse_mean(mean) if mean is not None else None
+    start = time.perf_counter()
+    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs)
+    model = conversion.model
+    if mean_value is not None or scale != 1.0 or rgb_input:
+        source = mean if mean is not None and not isinstance(mean_value, list) else None
+        try:
+            model = preprocess.apply(model, mean=mean_value, scale=scale, rgb_input=rgb_input, mean_source=source)
+        except ConversionError as err:
+            raise ConversionError(err.message, file=err.file or prototxt, layer=err.layer) from None
+    built = time.perf_counter()
+    export.save(model, output, force=force)
+    graph = conversion.graph
+    record = {
+        "network": graph.name or "network",
+        "prototxt": str(prototxt),
+        "caffemodel": str(caffemodel) if caffemodel else None,
+        "output": str(output),
+        "format": fmt,
+        "caffe_layers": len(graph.nodes),
+        "keras_layers": len(model.layers),
+        "parameters": int(model.count_params()),
+        "inputs": [{"name": keras_name(graph.blobs[b].name), "caffe_shape": list(graph.blobs[b].shape)}
+                   for b in graph.inputs],
+        "outputs": [
+            {"name": keras_name(graph.blobs[b].name), "caffe_shape": list(graph.blobs[b].shape),
+             "keras_shape": [d for d in out.shape[1:]]}
+            for b, out in zip(graph.outputs, model.outputs)
+        ],
+        "preprocess": preprocess.find(model) and _plain(preprocess.find(model)),
+        "seconds": {"convert": round(built - start, 3), "save": round(time.perf_counter() - built, 3)},
+    }
+    return record, conversion
+
+
+def _plain(config):
+    keys = ("mean", "mean_shape", "scale", "rgb_input", "mean_source")
+    return {k: list(config[k]) if isinstance(config[k], tuple) else config[k] for k in keys}
+
+
+def find_pair(folder):
+    """``(prototxt, caffemodel, problem)`` for a model folder; problem is None when unambiguous."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    protos = [p for p in files if p.name.endswith(PROTOTXT_SUFFIXES)]
+    weights = [p for p in files if p.name.endswith(WEIGHT_SUFFIXES)]
+    if len(protos) > 1:
+        deploy = [p for p in protos if "deploy" in p.name]
+        protos = deploy if len(deploy) == 1 else protos
+    problem = None
+    if len(protos) != 1:
+        problem = f"expected one prototxt, found {len(protos)}"
+    elif len(weights) > 1:
+        problem = f"expected one caffemodel, found {len(weights)}: {', '.join(p.name for p in weights)}"
+    elif not weights:
+        problem = "no caffemodel"
+    return (str(protos[0]) if protos else None, str(weights[0]) if len(weights) == 1 else None, problem)
+
+
+def jobs_from_folder(folder):
+    folder = Path(folder)
+    own = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(PROTOTXT_SUFFIXES)]
+    if own:
+        prototxt, caffemodel, problem = find_pair(folder)
+        return [Job(folder.name, prototxt, caffemodel, problem=problem)]
+    jobs = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not any(p.name.endswith(PROTOTXT_SUFFIXES) for p in sub.iterdir() if p.is_file()):
+            continue
+        prototxt, caffemodel, problem = find_pair(sub)
+        jobs.append(Job(sub.name, prototxt, caffemodel, problem=problem))
+    if not jobs:
+        raise ConversionError("holds no model folder (a prototxt and a caffemodel)", file=folder)
+    return jobs
+
+
+def read_manifest(path):
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConversionError(f"is not valid TOML ({err})", file=path) from None
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConversionError("reading a YAML manifest needs PyYAML (pip install pyyaml), or use TOML",
+                                  file=path) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConversionError(f"is not valid YAML ({' '.join(str(err).split())})", file=path) from None
+    else:
+        raise ConversionError("a manifest must be .toml, .yaml or .yml", file=path)
+    entries = data.get("models") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ConversionError("lists no models (expected a 'models' list of tables)", file=path)
+    jobs, seen = [], set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "prototxt" not in entry:
+            raise ConversionError(f"models entry {i + 1} has no 'prototxt'", file=path)
+        unknown = set(entry) - OPTION_KEYS
+        name = str(entry.get("name") or Path(entry["prototxt"]).parent.name or f"model{i + 1}")
+        if name in seen:
+            raise ConversionError(f"two models are named '{name}'", file=path)
+        seen.add(name)
+        caffemodel = entry.get("caffemodel")
+        options = {k: v for k, v in entry.items() if k not in ("name", "prototxt", "caffemodel")}
+        if isinstance(options.get("mean"), str) and not _is_numbers(options["mean"]):
+            options["mean"] = str(path.parent / options["mean"])  # a mean image, next to the manifest
+        job = Job(name, str(path.parent / entry["prototxt"]),
+                  str(path.parent / caffemodel) if caffemodel else None, options)
+        if unknown:
+            job.problem = f"unknown option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(OPTION_KEYS))})"
+        jobs.append(job)
+    return jobs
+
+
+def find_jobs(source):
+    source = Path(source)
+    if source.is_dir():
+        return jobs_from_folder(source)
+    if source.is_file():
+        return read_manifest(source)
+    raise ConversionError("no such folder or manifest file", file=source)
+
+
+def run_job(job, outdir, default_format="keras", force=False):
+    """Convert one job, never raising: the record says ``ok`` or ``failed`` and why."""
+    start = time.perf_counter()
+    record = {"name": job.name, "prototxt": job.prototxt, "caffemodel": job.caffemodel}
+    try:
+        if job.problem:
+            raise ConversionError(job.problem, file=Path(job.prototxt).parent if job.prototxt else None)
+        opts = job.options
+        fmt = str(opts.get("format", default_format)).lstrip(".")
+        output = Path(outdir) / job.name
+        output = f"{output}/" if fmt == "savedmodel" else f"{output}.{fmt}"
+        outputs = opts.get("outputs")
+        if isinstance(outputs, str):
+            outputs = [b.strip() for b in outputs.split(",") if b.strip()]
+        mean = opts.get("mean")
+        if isinstance(mean, list):
+            mean = ",".join(str(m) for m in mean)
+        elif mean is not None and not isinstance(mean, str):
+            mean = str(mean)
+        info, _ = convert_one(job.prototxt, job.caffemodel, output,
+                              input_shapes=parse_input_shapes(opts.get("input_shape")), outputs=outputs,
+                              mean=mean, scale=float(opts.get("scale", 1.0)),
+                              rgb_input=bool(opts.get("rgb_input", False)), force=force)
+        record.update(status="ok", output=output, parameters=info["parameters"],
+                      caffe_layers=info["caffe_layers"], keras_layers=info["keras_layers"])
+    except ConversionError as err:
+        record.update(status="failed", error=str(err), internal=isinstance(err, InternalError))
+    except Exception as err:  # a converter bug on this model: report it, go on with the others
+        record.update(status="failed", error=f"internal error: {type(err).__name__}: {' '.join(str(err).split())[:300]}",
+                      internal=True)
+    finally:
+        import keras
+
+        keras.backend.clear_session()  # free the model's graph before the next one
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _is_numbers(text):
+    try:
+        [float(p) for p in text.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def format_summary(records):
+    header = ("model", "status", "layers", "params", "seconds", "output / error")
+    rows = [header]
+    for r in records:
+        ok = r["status"] == "ok"
+        rows.append((
+            r["name"], r["status"],
+            str(r.get("caffe_layers", "")) if ok else "",
+            f"{r['parameters']:,}" if ok else "",
+            f"{r['seconds']:.1f}",
+            r.get("output", "") if ok else r.get("error", ""),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 14)
+    failed = sum(1 for r in records if r["status"] != "ok")
+    lines.append(f"{len(records) - failed} of {len(records)} converted" + (f", {failed} failed" if failed else ""))
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Caffe's input preprocessing folded into the converted model, on request.
+
+Caffe networks expect what Caffe's Transformer made of an image: pixels in BGR order, a mean
+(per channel, or a whole mean image cropped like the image) subtracted, then a scale applied:
+``y = (x[BGR] - mean) * scale``. :class:`CaffePreprocess` does exactly that as the model's first
+layer, so the model takes plain pixels; its config records what it does, which is how
+``caffe2keras predict`` knows not to do it again.
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from .errors import ConversionError
+from .layers import register
+
+LAYER_NAME = "caffe_preprocess"
+
+
+@register
+class CaffePreprocess(keras.layers.Layer):
+    """``y = ((x[..., ::-1] if rgb_input else x) - mean) * scale`` on NHWC pixels.
+
+    ``mean`` is a per-channel list in Caffe's (BGR) channel order; a mean image instead lives in
+    the non-trainable weight ``mean_image`` of shape ``mean_shape`` (H, W, C), already cropped to
+    the input like Caffe crops it. ``mean_source`` names where it came from, for people reading
+    the config.
+    """
+
+    def __init__(self, mean=None, mean_shape=None, scale=1.0, rgb_input=False, mean_source=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = None if mean is None else [float(m) for m in mean]
+        self.mean_shape = None if mean_shape is None else tuple(int(d) for d in mean_shape)
+        self.scale = float(scale)
+        self.rgb_input = bool(rgb_input)
+        self.mean_source = mean_source
+
+    def build(self, input_shape):
+        if self.mean_shape is not None:
+            self.mean_image = self.add_weight(
+                name="mean_image", shape=self.mean_shape, initializer="zeros", trainable=False
+            )
+
+    def call(self, x):
+        if self.rgb_input:
+            x = ops.flip(x, axis=-1)
+        if self.mean is not None:
+            x = x - ops.convert_to_tensor(np.asarray(self.mean, dtype="float32"), dtype=x.dtype)
+        elif self.mean_shape is not None:
+            x = x - ops.cast(self.mean_image, x.dtype)
+        if self.scale != 1.0:
+            x = x * ops.cast(self.scale, x.dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mean": self.mean,
+            "mean_shape": self.mean_shape,
+            "scale": self.scale,
+            "rgb_input": self.rgb_input,
+            "mean_source": self.mean_source,
+        }
+
+
+def parse_mean(text):
+    """``--mean``: ``B,G,R`` numbers (or one number) → list, else a path to a ``.binaryproto``
+    or ``.npy`` mean image → (C, H, W) array."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        pass
+    return load_mean_image(text)
+
+
+def load_mean_image(path):
+    """A mean image as Caffe stores it: a BlobProto (``.binaryproto``, legacy num/channels/
+    height/width or ``shape``) or a NumPy ``.npy`` array, returned as (C, H, W) float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError("no such mean file (expected B,G,R values or a .binaryproto/.npy mean image)", file=path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False).astype(np.float32)
+        except ValueError as err:
+            raise ConversionError(f"is not a NumPy array file ({err})", file=path) from None
+    else:
+        from .schema import caffe_pb2
+
+        blob = caffe_pb2.BlobProto()
+        try:
+            blob.ParseFromString(path.read_bytes())
+        except Exception as err:  # protobuf's DecodeError: the file is not a BlobProto
+            raise ConversionError(f"is not a Caffe mean .binaryproto ({err})", file=path) from None
+        dims = list(blob.shape.dim) or [blob.num, blob.channels, blob.height, blob.width]
+        data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+        if not data.size or int(np.prod(dims)) != data.size:
+            raise ConversionError(f"mean blob of shape {dims} holds {data.size} values", file=path)
+        array = data.reshape(dims)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ConversionError(f"a mean image must be (C, H, W), this one is {list(array.shape)}", file=path)
+    return array
+
+
+def centre_crop_mean(mean, height, width, source=None):
+    """Crop a (C, H, W) mean image to the input size like Caffe's test-phase Transformer crops
+    image and mean together (offsets ``(H - h) // 2``, ``(W - w) // 2``); → (h, w, C)."""
+    _, mh, mw = mean.shape
+    if mh < height or mw < width:
+        raise ConversionError(
+            f"the mean image is {mh}x{mw}, smaller than the {height}x{width} input; "
+            f"give per-channel values instead (--mean {','.join(f'{v:.3f}' for v in mean.mean(axis=(1, 2)))})",
+            file=source,
+        )
+    top, left = (mh - height) // 2, (mw - width) // 2
+    return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0))
+
+
+def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=None):
+    """The :class:`CaffePreprocess` for a model input of Keras shape (N, H, W, C)."""
+    if len(input_shape) != 4:
+        raise ConversionError(f"preprocessing needs an image input (N, H, W, C), the model's is {list(input_shape)}")
+    _, height, width, channels = input_shape
+    if rgb_input and channels != 3:
+        raise ConversionError(f"--rgb-input needs a 3-channel input, the model's has {channels}")
+    kwargs = {"scale": scale, "rgb_input": rgb_input, "mean_source": mean_source}
+    image = None
+    if isinstance(mean, np.ndarray):
+        if mean.shape[0] != channels:
+            raise ConversionError(f"the mean image has {mean.shape[0]} channels, the input {channels}", file=mean_source)
+        image = centre_crop_mean(mean, height, width, source=mean_source)
+        kwargs["mean_shape"] = image.shape
+    elif mean is not None:
+        if len(mean) not in (1, channels):
+            raise ConversionError(f"--mean has {len(mean)} values for an input of {channels} channels")
+        kwargs["mean"] = list(mean) * (channels // len(mean))
+    layer = CaffePreprocess(name=LAYER_NAME, **kwargs)
+    layer.build(tuple(input_shape))
+    if image is not None:
+        layer.mean_image.assign(image)
+    return layer
+
+
+def apply(model, mean=None, scale=1.0, rgb_input=False, mean_source=None):
+    """``model`` with a :class:`CaffePreprocess` between its (single) input and the layers that
+    read it. The input keeps its name; every other layer is the same object, weights included."""
+    if len(model.inputs) != 1:
+        names = ", ".join(i.name for i in model.inputs)
+        raise ConversionError(f"preprocessing applies to a single image input; this model has several ({names})")
+    old = model.inputs[0]
+    if any(layer.name == LAYER_NAME for layer in model.layers):
+        raise ConversionError(f"the network already has a layer named '{LAYER_NAME}'")
+    layer = make_layer(tuple(old.shape), mean=mean, scale=scale, rgb_input=rgb_input, mean_source=mean_source)
+    new_input = keras.Input(shape=tuple(old.shape[1:]), name=old.name, dtype=old.dtype)
+    # Function.call re-applies each layer to the new tensor (``model(...)`` would nest the model
+    # as one layer, Model.call would add a dtype-conversion op), so the result is flat and every
+    # Caffe-named layer stays reachable by name.
+    outputs = keras.Function(model.inputs, model.outputs).call([layer(new_input)])
+    return keras.Model([new_input], outputs, name=model.name)
+
+
+def find(model):
+    """The model's :class:`CaffePreprocess` config, or None when it takes Caffe's input as is."""
+    for layer in model.layers:
+        if isinstance(layer, CaffePreprocess):
+            return layer.get_config()
+    return None

@@ -1,0 +1,211 @@
+"""Every export format of the GoogLeNet golden replica reproduces real Caffe in its own runtime:
+SavedModel through ``tf.saved_model.load``, TFLite through the TFLite interpreter, ONNX through
+onnxruntime, .keras/.h5 through a safe-mode reload. And writing is atomic.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import GOLDEN
+from helpers import assert_close, build
+
+from caffe2keras import export
+from caffe2keras.errors import ConversionError
+
+NET = GOLDEN / "zoo" / "bvlc_googlenet"
+
+
+@pytest.fixture(scope="module")
+def googlenet():
+    """(Keras model, NHWC input, Caffe's prob) — built once for the module."""
+    conversion = build(NET / "deploy.prototxt", NET / "weights.caffemodel")
+    expected = np.load(NET / "expected.npz")
+    x = expected["input/data"].transpose(0, 2, 3, 1).copy()
+    return conversion.model, x, expected["layer/prob/prob"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A two-layer model for the file-handling tests, where the network does not matter."""
+    import keras
+
+    inp = keras.Input((4, 4, 3), name="data")
+    return keras.Model(inp, keras.layers.Dense(2, name="fc")(keras.layers.Flatten()(inp)))
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("exports")
+
+
+def check(actual, model, x, caffe_prob, what):
+    actual = np.asarray(actual)
+    assert_close(actual, caffe_prob, f"{what} vs Caffe")
+    keras_prob = np.asarray(model(x, training=False))
+    assert_close(actual, keras_prob, f"{what} vs Keras")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_files_reload_in_safe_mode(googlenet, outdir, suffix):
+    import keras
+
+    model, x, prob = googlenet
+    path = export.save(model, outdir / f"g{suffix}")
+    loaded = keras.models.load_model(path, safe_mode=True, compile=False)
+    check(loaded(x, training=False), model, x, prob, suffix)
+
+
+def test_savedmodel_serves_caffe_outputs(googlenet, outdir):
+    import tensorflow as tf
+
+    model, x, prob = googlenet
+    path = export.save(model, f"{outdir}/savedmodel/")
+    assert (path / "saved_model.pb").is_file()
+    loaded = tf.saved_model.load(str(path))
+    check(loaded.serve(tf.constant(x)), model, x, prob, "SavedModel serve")
+    # The serving signature, as TF Serving calls it, takes the input by its Caffe name.
+    signature = loaded.signatures["serving_default"]
+    (out,) = signature(data=tf.constant(x)).values()
+    check(out, model, x, prob, "SavedModel serving_default")
+
+
+def tflite_interpreter(path):
+    """LiteRT's interpreter where installed, else TensorFlow's own (deprecated, same runtime)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path))
+
+
+def test_tflite_interpreter_reproduces_caffe(googlenet, outdir):
+    model, x, prob = googlenet
+    path = export.save(model, outdir / "g.tflite")
+    interpreter = tflite_interpreter(path)
+    (inp,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    (out,) = interpreter.get_output_details()
+    check(interpreter.get_tensor(out["index"]), model, x, prob, "TFLite")
+
+
+def test_onnxruntime_reproduces_caffe(googlenet, outdir):
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    ort = pytest.importorskip("onnxruntime")
+    model, x, prob = googlenet
+    path = export.save(model, outdir / "g.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "data"
+    (out,) = session.run(None, {"data": x})
+    check(out, model, x, prob, "ONNX")
+
+
+JAX_RUNNER = """
+import sys, numpy as np, keras
+import caffe2keras, caffe2keras.preprocess
+assert keras.backend.backend() == "jax", keras.backend.backend()
+data = np.load(sys.argv[1])
+out = {}
+for name in sys.argv[2:]:
+    model = keras.models.load_model(f"{name}.keras", safe_mode=True, compile=False)
+    ins = [data[k] for k in sorted(data.files) if k.startswith(name + "/")]
+    ys = model(ins if isinstance(model.input, (list, tuple)) else ins[0], training=False)
+    for i, y in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
+        out[f"{name}/{i}"] = np.asarray(y)
+np.savez(sys.argv[1].replace(".npz", "_out.npz"), **out)
+"""
+
+# Every family of custom layer, and baked preprocessing. Slow: JAX compiles op by op while
+# loading (about 30 s for a small net's subprocess, minutes for the lot).
+JAX_NETS = ["pooling_edges", "lrn_modes", "conv_variants", "dense_flatten", "norm_scale", "eltwise_act",
+            "shape_ops", "extensions", "zoo/cifar10_quick+preprocess", "zoo/bvlc_googlenet+preprocess"]
+
+
+@pytest.mark.slow
+def test_keras_files_run_unchanged_on_the_jax_backend(tmp_path):
+    """Issue 6's stretch goal: the custom layers are keras.ops only, so .keras files (baked
+    preprocessing included) give on JAX the outputs they give on TensorFlow."""
+    import importlib.util
+    import os
+    import subprocess
+
+    from caffe2keras import preprocess
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    feeds, want = {}, {}
+    for entry in JAX_NETS:
+        net, _, extra = entry.partition("+")
+        name = net.replace("/", "_")
+        expected = np.load(GOLDEN / net / "expected.npz")
+        inputs = [expected[k] for k in sorted(expected.files) if k.startswith("input/")]
+        inputs = [v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for v in inputs]
+        model = build(GOLDEN / net / "deploy.prototxt", GOLDEN / net / "weights.caffemodel").model
+        if extra == "preprocess":
+            model = preprocess.apply(model, mean=[104, 117, 123], scale=0.017, rgb_input=True)
+            inputs = [np.random.default_rng(4).uniform(0, 255, inputs[0].shape).astype(np.float32)]
+        model.save(tmp_path / f"{name}.keras")
+        for i, x in enumerate(inputs):
+            feeds[f"{name}/{i}"] = x
+        ys = model(inputs if isinstance(model.input, (list, tuple)) else inputs[0], training=False)
+        for i, y in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
+            want[f"{name}/{i}"] = np.asarray(y)
+
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    names = sorted({key.split("/")[0] for key in feeds})
+    result = subprocess.run([sys.executable, "-c", JAX_RUNNER, str(tmp_path / "feeds.npz"), *names],
+                            cwd=tmp_path, env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = np.load(tmp_path / "feeds_out.npz")
+    assert sorted(got.files) == sorted(want)
+    for key, value in want.items():
+        assert_close(got[key], value, f"JAX backend {key}")
+
+
+def test_existing_output_is_kept_without_force_and_replaced_with_it(tiny, tmp_path):
+    model = tiny
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"precious")
+    with pytest.raises(ConversionError, match="--force"):
+        export.save(model, target)
+    assert target.read_bytes() == b"precious"
+    directory = tmp_path / "sm"
+    directory.mkdir()
+    (directory / "old.txt").write_text("old")
+    with pytest.raises(ConversionError, match="--force"):
+        export.save(model, f"{directory}/")
+    export.save(model, f"{directory}/", force=True)
+    assert (directory / "saved_model.pb").is_file() and not (directory / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "sm"]
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.tflite", "sm/"])
+def test_failed_write_leaves_no_partial_output(tiny, tmp_path, monkeypatch, name):
+    def broken(model, path, fmt):
+        with open(path, "wb") if fmt != export.SAVEDMODEL else open(f"{path}.partial", "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "_write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.save(tiny, f"{tmp_path}/{name}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_without_tf2onnx_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    with pytest.raises(ConversionError, match=r"caffe2keras\[onnx\]"):
+        export.check_output(tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, message", [("m.pb", "unsupported output extension"), ("missing/m.keras", "does not exist")])
+def test_bad_output_paths_are_refused_before_work(tmp_path, name, message):
+    with pytest.raises(ConversionError, match=message):
+        export.check_output(f"{tmp_path}/{name}")

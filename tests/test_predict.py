@@ -1,0 +1,190 @@
+"""Preprocessing baked in at conversion, and ``predict`` on images.
+
+Caffe's Transformer computes ``(x[BGR] - mean) * scale`` with a mean image cropped like the
+image (centre crop at test time); the converted model with ``--mean/--scale/--rgb-input`` must
+compute exactly what the plain model computes on input preprocessed that way, and ``predict``
+must not preprocess again. The open_nsfw-style flow: convert with ``--mean 104,117,123
+--rgb-input``, predict a PNG, same probabilities as Caffe's computation on the same pixels.
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+from conftest import GOLDEN
+from helpers import assert_close, build
+
+from caffe2keras import preprocess
+from caffe2keras.cli import main
+from caffe2keras.errors import ConversionError
+from caffe2keras.predict import load_image, top_k
+
+NET = GOLDEN / "zoo" / "bvlc_googlenet"
+MEAN = GOLDEN / "mean"
+BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """GoogLeNet replica without preprocessing (takes what Caffe's Transformer produces)."""
+    return build(NET / "deploy.prototxt", NET / "weights.caffemodel").model
+
+
+def pixels(height, width, seed=7):
+    """A deterministic RGB image with structure (gradients and noise), uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1), (xx + yy) % 256], -1)
+    return np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
+
+
+def write_png(path, rgb):
+    tf.io.write_file(str(path), tf.io.encode_png(rgb))
+    return path
+
+
+def caffe_input(rgb, mean, scale):
+    """What Caffe's Transformer feeds the net for these RGB pixels: BGR, minus mean, times scale."""
+    return (rgb.astype(np.float32)[..., ::-1] - mean) * scale
+
+
+def test_mean_binaryproto_legacy_and_shape_layouts_read_the_same_array():
+    expected = np.load(MEAN / "mean.npy")
+    for name in ("mean.binaryproto", "mean_shape.binaryproto"):
+        np.testing.assert_array_equal(preprocess.load_mean_image(MEAN / name), expected)
+
+
+def test_mean_image_is_centre_cropped_like_caffe_test_phase():
+    mean = np.load(MEAN / "mean.npy")
+    crop = preprocess.centre_crop_mean(mean, 224, 224)
+    np.testing.assert_array_equal(crop, mean[:, 16:240, 16:240].transpose(1, 2, 0))
+    crop = preprocess.centre_crop_mean(mean, 227, 227)  # CaffeNet: offset (256 - 227) // 2 = 14
+    np.testing.assert_array_equal(crop, mean[:, 14:241, 14:241].transpose(1, 2, 0))
+    with pytest.raises(ConversionError, match="smaller than"):
+        preprocess.centre_crop_mean(mean, 300, 300)
+
+
+def test_preprocess_swaps_then_subtracts_then_scales():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 5, 6, 3)).astype(np.float32)
+    layer = preprocess.make_layer((None, 5, 6, 3), mean=[104, 117, 123], scale=0.017, rgb_input=True)
+    np.testing.assert_allclose(np.asarray(layer(x)), caffe_input(x, BGR_MEAN, 0.017), rtol=1e-6, atol=1e-5)
+    mean_image = np.random.default_rng(1).uniform(90, 130, (3, 9, 8)).astype(np.float32)
+    layer = preprocess.make_layer((None, 5, 6, 3), mean=mean_image, scale=2.0)
+    crop = mean_image[:, 2:7, 1:7].transpose(1, 2, 0)
+    np.testing.assert_allclose(np.asarray(layer(x)), (x - crop) * 2.0, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_preprocessing_is_recorded_in_the_saved_model(plain, tmp_path, suffix):
+    mean = preprocess.load_mean_image(MEAN / "mean.binaryproto")
+    model = preprocess.apply(plain, mean=mean, scale=0.017, rgb_input=True, mean_source="mean.binaryproto")
+    assert [i.name for i in model.inputs] == ["data"]
+    assert "conv1_7x7_s2" in [layer.name for layer in model.layers]
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True, compile=False)
+    config = preprocess.find(loaded)
+    assert config["rgb_input"] and config["scale"] == 0.017 and tuple(config["mean_shape"]) == (224, 224, 3)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    crop = mean[:, 16:240, 16:240].transpose(1, 2, 0)
+    want = np.asarray(plain((x[..., ::-1] - crop) * 0.017, training=False))
+    assert want.max() < 0.99, "saturated softmax: the comparison would not see a wrong preprocessing"
+    assert_close(np.asarray(loaded(x, training=False)), want, f"{suffix} reload")
+
+
+def test_image_is_scaled_to_cover_and_centre_cropped(tmp_path):
+    # 40 x 80 image, model 20 x 20: scaled by 1/2 to 20 x 40, then columns 10..30 kept.
+    rgb = np.zeros((40, 80, 3), np.uint8)
+    rgb[:, 20:60] = 200  # the middle half is bright, exactly what the crop keeps
+    path = write_png(tmp_path / "wide.png", rgb)
+    image = load_image(path, 20, 20, 3)
+    assert image.shape == (20, 20, 3)
+    np.testing.assert_allclose(image[:, 1:-1], 200.0, atol=1e-3)
+    same = load_image(write_png(tmp_path / "exact.png", pixels(20, 20)), 20, 20, 3)
+    np.testing.assert_array_equal(same, pixels(20, 20).astype(np.float32))
+
+
+def test_top_k_orders_by_probability_with_labels():
+    got = top_k(np.array([0.1, 0.6, 0.05, 0.25]), 3, ["a", "b", "c", "d"])
+    assert [(p.rank, p.index, p.label) for p in got] == [(1, 1, "b"), (2, 3, "d"), (3, 0, "a")]
+
+
+def parse_table(output):
+    rows = []
+    for line in output.splitlines():
+        m = re.match(r"\s*(\d+)\s+([0-9.eE+-]+)\s+(\d+)\s*(.*)$", line)
+        if m:
+            rows.append((int(m.group(3)), float(m.group(2)), m.group(4)))
+    return rows
+
+
+def test_open_nsfw_flow_predict_matches_caffe_computation(plain, tmp_path):
+    """convert --mean 104,117,123 --rgb-input (and a scale, so the probabilities are spread
+    rather than saturated), predict a PNG: the table is Caffe's softmax for those pixels."""
+    runner = CliRunner()
+    model_path = tmp_path / "nsfw_style.keras"
+    args = [str(NET / "deploy.prototxt"), str(NET / "weights.caffemodel"), "-o", str(model_path),
+            "--mean", "104,117,123", "--rgb-input", "--scale", "0.017", "-q"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # --quiet
+    rgb = pixels(224, 224)
+    image = write_png(tmp_path / "input.png", rgb)
+    labels = tmp_path / "synset_words.txt"
+    labels.write_text("".join(f"n{i:08d} class {i}\n" for i in range(125)))
+
+    result = runner.invoke(main, ["predict", str(model_path), str(image), "--labels", str(labels), "--top", "5"])
+    assert result.exit_code == 0, result.output
+    rows = parse_table(result.stdout)
+    assert len(rows) == 5
+
+    caffe_prob = np.asarray(plain(caffe_input(rgb, BGR_MEAN, 0.017)[None], training=False))[0]
+    order = np.argsort(-caffe_prob)[:5]
+    assert [r[0] for r in rows] == list(order)
+    for (index, prob, label), want in zip(rows, caffe_prob[order]):
+        assert label == f"n{index:08d} class {index}"
+        assert abs(prob - want) <= 1e-4 * max(1.0, want), (index, prob, want)
+        assert prob == pytest.approx(float(f"{want:.7g}"), rel=1e-6)  # printed to 7 significant digits
+    assert caffe_prob[order[0]] < 0.99, "saturated softmax: the comparison would not see a wrong input"
+    # Without the channel swap the answer differs: the test sees a missing --rgb-input.
+    unswapped = np.asarray(plain(((rgb.astype(np.float32) - BGR_MEAN) * 0.017)[None], training=False))[0]
+    assert np.max(np.abs(unswapped - caffe_prob)) > 1e-3
+
+
+def test_open_nsfw_flow_exact_options_on_the_logits(tmp_path):
+    """The exact open_nsfw options, --mean 104,117,123 --rgb-input, give pixel-range inputs that
+    saturate this replica's softmax; so the model is cut at the classifier (--outputs) and
+    predict's scores — the logits — are compared with Caffe's computation on the same pixels."""
+    from caffe2keras.predict import predict
+
+    cut = build(NET / "deploy.prototxt", NET / "weights.caffemodel", outputs=["loss3/classifier"]).model
+    path = tmp_path / "m.keras"
+    preprocess.apply(cut, mean=[104, 117, 123], rgb_input=True).save(path)
+    rgb = pixels(224, 224, seed=3)
+    predictions, notes = predict(path, write_png(tmp_path / "x.png", rgb), k=125)
+    assert notes == []
+    want = np.asarray(cut(caffe_input(rgb, BGR_MEAN, 1.0)[None], training=False))[0]
+    got = np.zeros(125)
+    for p in predictions:
+        got[p.index] = p.probability
+    assert_close(got, want, "predict scores")
+    unswapped = np.asarray(cut(((rgb.astype(np.float32) - BGR_MEAN))[None], training=False))[0]
+    assert np.max(np.abs(unswapped - want)) > 1e-2 * np.max(np.abs(want))
+
+
+def test_predict_without_baked_preprocessing_says_so(plain, tmp_path):
+    path = tmp_path / "plain.keras"
+    plain.save(path)
+    image = write_png(tmp_path / "x.png", pixels(224, 224))
+    result = CliRunner().invoke(main, ["predict", str(path), str(image), "--top", "2"])
+    assert result.exit_code == 0, result.output
+    assert "no baked preprocessing" in result.output
+    assert len(parse_table(result.stdout)) == 2
+
+
+def test_rgb_input_on_grey_model_is_refused():
+    with pytest.raises(ConversionError, match="3-channel"):
+        preprocess.make_layer((None, 28, 28, 1), rgb_input=True)
