@@ -101,13 +101,6 @@ def weight_elements(node, bottom_shapes):
     return 0
 
 
-def unsupported_types(netdef, supported=None):
-    """The layer types of ``netdef`` that cannot be converted, sorted: no shape function, or not
-    in ``supported`` when given."""
-    known = set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
-    return sorted({layer.type for layer in netdef.layers if layer.type != "Input" and layer.type not in known})
-
-
 def build(netdef, input_shapes=None, outputs=None, supported=None):
     """Build the graph of a :class:`~caffe2keras.prototxt.NetDef` and infer every shape.
 
@@ -117,11 +110,19 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
     reported, all at once, before any shape is inferred.
     """
     path = netdef.path
-    unsupported = unsupported_types(netdef, supported)
-    if unsupported:
-        raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
     if not netdef.inputs:
         raise ConversionError("the network declares no input (no 'input:', Input layer or data layer)", file=path)
+    layers, current = _wire(netdef)
+    if outputs:
+        missing = [o for o in outputs if o not in current]
+        if missing:
+            raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
+        # Cut before inferring shapes, so layers past the cut (a Python proposal layer) never matter.
+        layers = _needed(layers, {current[o] for o in outputs})
+    unsupported = sorted({layer.type for layer, _, _ in layers if layer.type not in _known(supported)})
+    if unsupported:
+        raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
+    used_inputs = {b for _, bottoms, _ in layers for b in bottoms} if outputs else set(netdef.inputs)
     input_shapes = dict(input_shapes or {})
     if None in input_shapes:
         if len(netdef.inputs) != 1:
@@ -133,8 +134,10 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
             known = ", ".join(netdef.inputs) or "none"
             raise ConversionError(f"--input-shape names '{name}', which is not an input (inputs: {known})", file=path)
 
-    blobs, current, inputs = {}, {}, []
+    blobs, inputs = {}, []
     for name, declared in netdef.inputs.items():
+        if name not in used_inputs and outputs:
+            continue
         shape = input_shapes.get(name, declared)
         if shape is None:
             raise ConversionError(
@@ -143,68 +146,88 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
         shape = tuple(int(d) for d in shape)
         _check_shape(shape, None, path, f"input '{name}'")
         blobs[name] = Blob(id=name, name=name, shape=shape)
-        current[name] = name
         inputs.append(name)
 
-    nodes, available, weight_total = [], set(netdef.inputs), 0
-    names_seen = set()
-    for layer in netdef.layers:
-        lname = layer.name or f"{layer.type.lower()}{len(nodes)}"
-        if lname in names_seen:
-            raise ConversionError("two layers have this name", file=path, layer=lname)
-        names_seen.add(lname)
-        if layer.type == "Input":
-            # Its tops are network inputs, created above.
-            continue
-        if not layer.bottom:
-            # Only data and Input layers start a Caffe network; every other layer reads a blob.
-            raise ConversionError(f"{layer.type} layer has no bottom", file=path, layer=lname)
-        bottoms = []
-        for b in layer.bottom:
-            if b not in current:
-                raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=lname)
-            bottoms.append(current[b])
-            available.discard(b)
+    nodes, weight_total = [], 0
+    for layer, bottoms, tops in layers:
+        lname = layer.name
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
         bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
             top_shapes = shapes.infer(node, bottom_shapes)
             weight_total += _check_weights(node, bottom_shapes, weight_total)
         except ConversionError as err:
-            if err.file is None:
-                err.file = path
-            if err.layer is None:
-                err.layer = lname
-            raise ConversionError(err.message, file=err.file, layer=err.layer) from None
-        if len(top_shapes) != len(layer.top):
+            raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
+        if len(top_shapes) != len(tops):
             raise ConversionError(
-                f"{layer.type} produces {len(top_shapes)} top(s) but {len(layer.top)} are listed", file=path, layer=lname
+                f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
             )
-        for top, shape in zip(layer.top, top_shapes):
+        for (bid, top), shape in zip(tops, top_shapes):
             shape = tuple(int(d) for d in shape)
             _check_shape(shape, lname, path, f"top '{top}'")
-            bid = top if top not in current and top not in blobs else f"{top}@{lname}"
             blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
-            current[top] = bid
             node.tops.append(bid)
-            available.add(top)
         nodes.append(node)
 
     if outputs:
-        missing = [o for o in outputs if o not in current]
-        if missing:
-            raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
-        out_names = list(outputs)
+        out_ids = [current[o] for o in outputs]
     else:
+        available = set(netdef.inputs)
+        for layer, _, _ in layers:
+            available.difference_update(layer.bottom)
+            available.update(layer.top)
         out_names = sorted(available | {b for b in netdef.extra_outputs if b in current})
         # An input nothing reads is no output, unless a layer rewrote it in place.
-        out_names = [n for n in out_names if current[n] not in inputs or not nodes]
-    graph = Graph(
-        name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=[current[n] for n in out_names], path=path
-    )
-    if outputs:
-        _prune(graph)
-    return graph
+        out_ids = [current[n] for n in out_names if current[n] not in inputs or not nodes]
+    return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
+
+
+def _known(supported):
+    return set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
+
+
+def _wire(netdef):
+    """Each layer with its bottoms and tops as SSA ids ((id, Caffe name) pairs for tops), and the
+    final SSA id of every Caffe blob name. Input layers are left out: their tops are inputs."""
+    path = netdef.path
+    current = {name: name for name in netdef.inputs}
+    taken = set(current)
+    wired = []
+    for index, layer in enumerate(netdef.layers):
+        if not layer.name:
+            layer.name = f"{layer.type.lower()}{index}"
+        if layer.type == "Input":
+            continue
+        if not layer.bottom:
+            # Only data and Input layers start a Caffe network; every other layer reads a blob.
+            raise ConversionError(f"{layer.type} layer has no bottom", file=path, layer=layer.name)
+        bottoms = []
+        for b in layer.bottom:
+            if b not in current:
+                raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=layer.name)
+            bottoms.append(current[b])
+        tops = []
+        for top in layer.top:
+            bid = top if top not in taken else f"{top}@{layer.name}"
+            i = 1
+            while bid in taken:  # layer names may repeat (HED has five 'crop' layers)
+                bid = f"{top}@{layer.name}#{i}"
+                i += 1
+            taken.add(bid)
+            current[top] = bid
+            tops.append((bid, top))
+        wired.append((layer, bottoms, tops))
+    return wired, current
+
+
+def _needed(wired, wanted):
+    """The layers the blob ids ``wanted`` depend on, in order."""
+    needed, kept = set(wanted), []
+    for layer, bottoms, tops in reversed(wired):
+        if needed.intersection(bid for bid, _ in tops):
+            kept.append((layer, bottoms, tops))
+            needed.update(bottoms)
+    return kept[::-1]
 
 
 def _check_weights(node, bottom_shapes, total_before):
@@ -215,15 +238,3 @@ def _check_weights(node, bottom_shapes, total_before):
             f"more than this converter allows ({MAX_WEIGHT_ELEMENTS:,}); check num_output and the input shape"
         )
     return count
-
-
-def _prune(graph):
-    """Keep only the nodes the chosen outputs depend on."""
-    needed = set(graph.outputs)
-    kept = []
-    for node in reversed(graph.nodes):
-        if needed.intersection(node.tops):
-            kept.append(node)
-            needed.update(node.bottoms)
-    graph.nodes = kept[::-1]
-    graph.inputs = [i for i in graph.inputs if i in needed]

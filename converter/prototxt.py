@@ -23,6 +23,11 @@ DATA_TYPES = {
 EVAL_TYPES = {"Accuracy", "DetectionEvaluate", "HDF5Output"}
 
 
+def is_data(layer):
+    """Data layers, including Python layers that read data (no bottom, as in FCN's train/val)."""
+    return layer.type in DATA_TYPES or (layer.type == "Python" and not layer.bottom and bool(layer.top))
+
+
 def is_loss(layer_type):
     return layer_type.endswith("Loss") or layer_type in EVAL_TYPES
 
@@ -190,10 +195,10 @@ def netdef_from_proto(net, phase="TEST", path=None):
     excluded_data = {}
     for layer in layers:
         if not _included(layer, phase):
-            if layer.type in DATA_TYPES and layer.top:
+            if is_data(layer):
                 excluded_data.setdefault(layer.top[0], layer)
             continue
-        if layer.type in DATA_TYPES:
+        if is_data(layer):
             # The first top is the data; further tops (labels) only feed losses.
             if layer.top and layer.top[0] not in inputs:
                 inputs[layer.top[0]] = _data_shape(layer)

@@ -157,6 +157,13 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
 
     model = load_model(model_path)
     conversion = api.build(prototxt_path, None, input_shapes=input_shapes)
+    # Rebuild with MODEL's outputs when it was cut with --outputs, so the layer names line up
+    # (an output ending an in-place chain takes its blob's name from the layer before it).
+    blob_names = {keras_name(b.name): b.name for b in conversion.graph.blobs.values()}
+    cut = [blob_names.get(n) for n in model.output_names]
+    caffe_outputs = [conversion.graph.blobs[b].name for b in conversion.graph.outputs]
+    if None not in cut and sorted(cut) != sorted(caffe_outputs):
+        conversion = api.build(prototxt_path, None, input_shapes=input_shapes, outputs=cut)
     raw, caffe_inputs = _inputs(conversion, model, image, seed)
     graph = conversion.graph
 
@@ -176,14 +183,11 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
     outs = model(raw if isinstance(model.input, (list, tuple)) else raw[0], training=False)
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
     # The model's outputs by name (MODEL may have been cut with --outputs, so they need not be
-    # the prototxt's): a Keras output is named after the Caffe layer producing it, or after the
-    # blob (the final version of it) when a layer of that name exists already.
+    # the prototxt's): a Keras output is named after its Caffe blob, whose final version it is.
     final = {}
     for node in graph.nodes:
         for bid in node.tops:
             final[keras_name(graph.blobs[bid].name)] = (bid, node)
-    for node in graph.nodes:
-        final[keras_name(node.name)] = (node.tops[0], node)
     wanted = []
     for name, value in zip(model.output_names, outs):
         bid, producer = final.get(name, (None, None))

@@ -161,14 +161,20 @@ def compare_with_opencv(
         graph.blobs[b].name: rng.uniform(-input_range, input_range, graph.blobs[b].shape).astype(np.float32)
         for b in graph.inputs
     }
-    reference = opencv_outputs(prototxt, caffemodel, inputs, [node.name for node in graph.nodes])
+    # OpenCV renames repeated layer names (HED's five 'crop' layers) to crop, crop_1, crop_2, ...
+    seen, cv_names = {}, []
+    for node in graph.nodes:
+        k = seen.get(node.name, 0)
+        seen[node.name] = k + 1
+        cv_names.append(node.name if k == 0 else f"{node.name}_{k}")
+    reference = opencv_outputs(prototxt, caffemodel, inputs, cv_names)
     ours = layer_values(conversion, inputs)
     result = {}
-    for node in graph.nodes:
+    for node, cv_name in zip(graph.nodes, cv_names):
         top = graph.blobs[node.tops[0]].name
-        if node.name not in reference or (node.name, top) not in ours:
+        if cv_name not in reference or (node.name, top) not in ours:
             continue  # layers OpenCV folds away (Split, Dropout) or does not expose
-        mine, ref = ours[(node.name, top)], reference[node.name]
+        mine, ref = ours[(node.name, top)], reference[cv_name]
         note = ""
         if node.type == "DetectionOutput":
             mine, ref = detections(mine), detections(ref)

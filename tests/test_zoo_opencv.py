@@ -25,7 +25,7 @@ ZOO_NETS = """
     opencv_face_detector_res10_ssd openpose_body25 openpose_coco openpose_hand pspnet50_ade20k resnet101
     resnet152 resnet50 se_bn_inception se_resnet50 segnet_basic_inference segnet_driving shufflenet_v1_g3
     shufflenet_v2_1x squeezenet_v1.0 squeezenet_v1.1 ssd300_vgg16_voc0712 ultraface_rfb320 vgg16 vgg19
-    vgg_face xception xception_dw yolo_small_v1 yolo_tiny_v1
+    vgg_face xception xception_dw yolo_small_v1 yolo_tiny_v1 hed fcn16s_voc fcn32s_voc
 """.split()
 # With the OpenCV comparisons below, these cover every fork layer of the zoo in the default run.
 FAST = {"enet_cityscapes", "mobilenet_yolov3_lite_voc", "pspnet50_ade20k", "se_resnet50", "segnet_driving"}
@@ -36,28 +36,17 @@ INPUT_SHAPES = {
     "openpose_hand": {None: (1, 3, 368, 368)},
     "mnist_autoencoder": {None: (1, 1, 28, 28)},
     "segnet_basic_inference": {None: (1, 3, 360, 480)},
+    "fcn16s_voc": {None: (1, 3, 500, 500)},  # a Python layer reads the data in these train/val nets
+    "fcn32s_voc": {None: (1, 3, 500, 500)},
 }
 # Layers that cannot be converted: the conversion refuses with one line naming layer and remedy.
 REFUSED = {
     "faster_rcnn_zf_voc": ("proposal", "Python layer cannot be converted"),
 }
-# Prototxt features outside the fork layers, tracked in other parts of issue 3.
-PENDING = {
-    "hed": "HED reuses the layer name 'crop' and has parameterless Crop layers",
-    "fcn16s_voc": "a Python data layer feeds the net (train/val prototxt)",
-    "fcn32s_voc": "a Python data layer feeds the net (train/val prototxt)",
-}
 
 
 def _params():
-    names = ZOO_NETS + list(PENDING)
-    out = []
-    for name in sorted(names):
-        marks = [] if name in FAST else [slow]
-        if name in PENDING:
-            marks.append(pytest.mark.xfail(strict=True, raises=ConversionError, reason=PENDING[name]))
-        out.append(pytest.param(name, marks=marks))
-    return out
+    return [pytest.param(name, marks=[] if name in FAST else [slow]) for name in sorted(ZOO_NETS)]
 
 
 @pytest.mark.parametrize("net", _params())
@@ -77,6 +66,19 @@ def test_zoo_refuses_unconvertible_layers_with_one_clear_line(net):
     assert "\n" not in text
 
 
+def test_outputs_cut_the_network_before_a_python_layer():
+    # Faster R-CNN's backbone and RPN heads convert; the Python proposal layer past the cut
+    # is never looked at.
+    conversion = build(
+        shared_path("zoo", "faster_rcnn_zf_voc", "deploy.prototxt"),
+        outputs=["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv5"],
+    )
+    graph = conversion.graph
+    assert [graph.blobs[b].name for b in graph.inputs] == ["data"]  # im_info only feeds the cut part
+    assert conversion.model.output_names == ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv5"]
+    assert not any(node.type in ("Python", "ROIPooling") for node in graph.nodes)
+
+
 OPENCV_LACKS_BN = "OpenCV's Caffe importer cannot read the forks' BN layer (bn_param is unknown to it)"
 # (net, input shape, DetectionOutput confidence threshold, marks)
 OPENCV_NETS = [
@@ -91,6 +93,7 @@ OPENCV_NETS = [
     ("densenet121", (1, 3, 224, 224), None, [slow]),
     ("dpn92", (1, 3, 224, 224), None, [slow]),
     ("fcn8s_voc", (1, 3, 500, 500), None, [slow]),
+    ("hed", (1, 3, 224, 224), None, [slow]),
     *[
         (net, shape, None, [slow, pytest.mark.xfail(strict=True, raises=cv2.error, reason=OPENCV_LACKS_BN)])
         for net, shape in [("pspnet50_ade20k", (1, 3, 473, 473)), ("segnet_driving", (1, 3, 360, 480)),

@@ -57,9 +57,10 @@ class Context:
         """The Keras layer name for ``node`` (or for one of its helpers, with ``suffix``)."""
         base = keras_name(node.name)
         if suffix is None:
-            if node.name not in self.reserved:
-                self.reserved[node.name] = self._unique(base)
-            return self.reserved[node.name]
+            # Keyed by node: Caffe lets two layers share a name (HED's five 'crop' layers).
+            if id(node) not in self.reserved:
+                self.reserved[id(node)] = self._unique(base)
+            return self.reserved[id(node)]
         return self._unique(f"{base}_{suffix}")
 
     def fail(self, node, message):
@@ -172,9 +173,17 @@ def build_model(graph, weights=None):
         tensor = values[bid]
         wanted = keras_name(blob.name)
         value = _canonical_output(ctx, tensor)
-        producer = value._keras_history[0].name if hasattr(value, "_keras_history") else None
-        if producer != wanted and wanted not in ctx.taken:
-            value = keras.layers.Identity(name=ctx._unique(wanted))(value)
+        if value._keras_history[0].name != wanted:
+            holder = _layer_named(values, wanted)
+            if holder is not None and not isinstance(holder, keras.layers.InputLayer):
+                # An in-place chain ends at this output (conv5 rewritten by relu5): the output
+                # takes the blob's name, as Caffe's net.blobs["conv5"] is the final value, and
+                # the earlier layer of that name becomes <name>_pre.
+                holder.name = ctx._unique(f"{wanted}_pre")
+                name = wanted
+            else:
+                name = ctx._unique(wanted)
+            value = keras.layers.Identity(name=name)(value)
         outputs.append(value)
 
     if weights is not None:
@@ -193,3 +202,11 @@ def _canonical_output(ctx, tensor):
     name = producer.name
     producer.name = ctx._unique(f"{name}_caffe_order")
     return keras.layers.Permute((2, 3, 1), name=name)(tensor.value)
+
+
+def _layer_named(values, name):
+    for tensor in values.values():
+        layer = tensor.value._keras_history[0]
+        if layer.name == name:
+            return layer
+    return None
