@@ -121,6 +121,11 @@ class LRN(keras.layers.Layer):
             window = (2 * rh + 1, 2 * rw + 1)
             total = ops.average_pool(padded, window, (1, 1), padding="valid") * float(window[0] * window[1])
             scale = 1.0 + (self.alpha / (n * n)) * total
+        if self.beta == 0.75:
+            # Caffe's usual beta: scale^-0.75 = r * sqrt(r) with r = rsqrt(scale), much cheaper
+            # than a general power (LRN was a third of GoogLeNet's CPU time).
+            r = ops.rsqrt(scale)
+            return x * r * ops.sqrt(r)
         return x * ops.power(scale, -self.beta)
 
     def get_config(self):
