@@ -19,6 +19,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ConversionError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
@@ -135,9 +137,46 @@ def onnx_bytes(model):
     return proto.SerializeToString()
 
 
+@contextlib.contextmanager
+def _zero_copy_variables():
+    """Let Keras' savers read variables as views instead of copies while writing.
+
+    Both the .h5 and the .keras savers turn every weight into numpy through
+    ``keras.src.backend.convert_to_numpy``, copying it (VGG16: +780 MiB, a second each). On the
+    TensorFlow backend a variable's value can be viewed through DLPack instead. This reaches into
+    a private Keras module, so if it is not where expected the savers run unchanged.
+    """
+    import keras
+
+    try:
+        from keras.src import backend as private_backend
+    except ImportError:
+        yield
+        return
+    original = getattr(private_backend, "convert_to_numpy", None)
+    if original is None or keras.backend.backend() != "tensorflow":
+        yield
+        return
+
+    def as_view(x):
+        if isinstance(x, keras.Variable):
+            try:
+                return np.from_dlpack(x.value.read_value())
+            except (TypeError, ValueError, RuntimeError, BufferError):
+                pass
+        return original(x)
+
+    private_backend.convert_to_numpy = as_view
+    try:
+        yield
+    finally:
+        private_backend.convert_to_numpy = original
+
+
 def _write(model, tmp, fmt):
     if fmt in ("keras", "h5"):
-        model.save(tmp)
+        with _zero_copy_variables():
+            model.save(tmp)
     elif fmt == SAVEDMODEL:
         write_savedmodel(model, tmp)
     else:
