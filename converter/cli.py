@@ -13,25 +13,11 @@ import traceback
 
 import click
 
+from .batch import parse_input_shapes
 from .errors import ConversionError, InternalError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
-
-
-def parse_input_shape(values):
-    """``NAME=N,C,H,W`` (NAME optional with a single input) → {name or None: shape}."""
-    shapes = {}
-    for text in values:
-        name, _, dims = text.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
-        except ValueError:
-            raise ConversionError(f"--input-shape '{text}': expected [NAME=]N,C,H,W with integers") from None
-        if not shape or any(d <= 0 for d in shape):
-            raise ConversionError(f"--input-shape '{text}': dimensions must be positive")
-        shapes[name or None] = shape
-    return shapes
 
 
 def run_guarded(debug, fn, *args, **kwargs):
@@ -134,7 +120,7 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
     With --mean/--scale/--rgb-input the model takes plain pixels: (x[BGR] - mean) * scale is
     its first layer, recorded in the file so `caffe2keras predict` does not do it again.
     """
-    shapes = run_guarded(debug, parse_input_shape, input_shape)
+    shapes = run_guarded(debug, parse_input_shapes, input_shape)
     out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
 
     def body():
@@ -164,7 +150,7 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
     Parameter counts come from CAFFEMODEL when given, else from the prototxt. Unsupported
     layers are listed, not fatal; no Keras model is built.
     """
-    shapes = run_guarded(debug, parse_input_shape, input_shape)
+    shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
     def body():
         from . import inspect as inspection
@@ -193,7 +179,7 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
     Prints the max abs / rel error per output and per layer; exits 0 when every one is within
     1e-4 * max(1, max|caffe|), 1 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
     """
-    shapes = run_guarded(debug, parse_input_shape, input_shape)
+    shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
     def body():
         from . import verify as verification

@@ -172,38 +172,36 @@ class Power(_Elementwise):
         return {**super().get_config(), "power": self.power, "scale": self.scale, "shift": self.shift}
 
 
-@register
-class Exp(_Elementwise):
-    """Caffe Exp: ``y = base ^ (shift + scale * x)``, base e when ``base`` is -1."""
+class _BaseScaleShift(_Elementwise):
+    """Base for Caffe's Exp and Log, which share (base, scale, shift); base -1 means e."""
 
     def __init__(self, base=-1.0, scale=1.0, shift=0.0, **kwargs):
         super().__init__(**kwargs)
         self.base, self.scale, self.shift = float(base), float(scale), float(shift)
 
-    def call(self, x):
-        log_base = 1.0 if self.base == -1.0 else math.log(self.base)
-        return ops.exp((self.shift + self.scale * x) * log_base)
+    @property
+    def log_base(self):
+        return 1.0 if self.base == -1.0 else math.log(self.base)
 
     def get_config(self):
         return {**super().get_config(), "base": self.base, "scale": self.scale, "shift": self.shift}
 
 
 @register
-class Log(_Elementwise):
-    """Caffe Log: ``y = log_base(shift + scale * x)``, natural log when ``base`` is -1."""
+class Exp(_BaseScaleShift):
+    """Caffe Exp: ``y = base ^ (shift + scale * x)``."""
 
-    def __init__(self, base=-1.0, scale=1.0, shift=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.base, self.scale, self.shift = float(base), float(scale), float(shift)
+    def call(self, x):
+        return ops.exp((self.shift + self.scale * x) * self.log_base)
+
+
+@register
+class Log(_BaseScaleShift):
+    """Caffe Log: ``y = log_base(shift + scale * x)``."""
 
     def call(self, x):
         y = ops.log(self.shift + self.scale * x)
-        if self.base != -1.0:
-            y = y / math.log(self.base)
-        return y
-
-    def get_config(self):
-        return {**super().get_config(), "base": self.base, "scale": self.scale, "shift": self.shift}
+        return y if self.base == -1.0 else y / self.log_base
 
 
 @register
