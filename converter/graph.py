@@ -122,7 +122,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
     unsupported = sorted({layer.type for layer, _, _ in layers if layer.type not in _known(supported)})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
-    used_inputs = {b for _, bottoms, _ in layers for b in bottoms} if outputs else set(netdef.inputs)
+    used_inputs = set(netdef.inputs)
+    if outputs:  # after the cut: the inputs some kept layer reads, or that are outputs themselves
+        used_inputs = {b for _, bottoms, _ in layers for b in bottoms} | {current[o] for o in outputs}
     input_shapes = dict(input_shapes or {})
     if None in input_shapes:
         if len(netdef.inputs) != 1:

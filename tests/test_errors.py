@@ -368,3 +368,11 @@ def test_interrupted_save_leaves_no_file(tmp_path, sig):
     assert proc.returncode == 130
     assert stderr.strip().splitlines() == ["error: interrupted; no output written"]
     assert list(out.iterdir()) == []
+
+
+def test_outputs_may_name_an_input():
+    # Found by the fuzz test: cutting at an input blob keeps that input (found2798 etc.).
+    from caffe2keras import build
+
+    conversion = build(str(GOLDEN / "v1_legacy" / "deploy.prototxt"), outputs=["data", "fc"])
+    assert conversion.model.output_names == ["data", "fc"]
