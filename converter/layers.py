@@ -1253,14 +1253,7 @@ class YoloDetectionOutput(keras.layers.Layer):
             return ops.logical_or(keep, ops.logical_and(keep_k, ops.equal(position, k)))
 
         keep = ops.fori_loop(0, total, step, ops.zeros_like(valid))
-        rank = ops.sort(ops.where(keep, position, total))
-        present = rank < total
-        rank = ops.minimum(rank, total - 1)
-        bx, by, bw, bh, label, score = (ops.take(v, rank) for v in (bx, by, bw, bh, label, score))
-        rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
-        rows = ops.where(present[:, None], rows, -1.0)
-        rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
-        return ops.reshape(rows, (1, 1, total, 7))
+        return _yolo_rows(keep, position, total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, s):
         return (1, 1, s[1] * s[2] * self.num_box, 7)
@@ -1357,14 +1350,7 @@ class Yolov3DetectionOutput(keras.layers.Layer):
             return ops.logical_and(remaining, ops.logical_not(drop)), keep
 
         _, keep = ops.while_loop(cond, body, (valid, ops.zeros_like(valid)))
-        rank = ops.sort(ops.where(keep, position, total))
-        present = rank < total
-        rank = ops.minimum(rank, total - 1)
-        bx, by, bw, bh, label, score = (ops.take(v, rank) for v in (bx, by, bw, bh, label, score))
-        rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
-        rows = ops.where(present[:, None], rows, -1.0)
-        rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
-        return ops.reshape(rows, (1, 1, total, 7))
+        return _yolo_rows(keep, position, total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, input_shapes):
         total = sum(s[1] * s[2] for s in input_shapes) * self.num_box * self.num_classes
@@ -1381,3 +1367,16 @@ class Yolov3DetectionOutput(keras.layers.Layer):
             "confidence_threshold": self.confidence_threshold,
             "nms_threshold": self.nms_threshold,
         }
+
+
+def _yolo_rows(keep, position, total, boxes):
+    """The kept boxes, in order, as Caffe's (1, 1, total, 7) detection rows
+    ``[image, label, score, xmin, ymin, xmax, ymax]``; the rest padded with -1."""
+    rank = ops.sort(ops.where(keep, position, total))
+    present = rank < total
+    rank = ops.minimum(rank, total - 1)
+    bx, by, bw, bh, label, score = (ops.take(v, rank) for v in boxes)
+    rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
+    rows = ops.where(present[:, None], rows, -1.0)
+    rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
+    return ops.reshape(rows, (1, 1, total, 7))
