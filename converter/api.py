@@ -8,8 +8,6 @@ ConversionError) naming the layer being converted, chained to the original for `
 """
 
 import contextlib
-import importlib
-import pkgutil
 import re
 
 from . import caffemodel, graph, prototxt, translate
@@ -48,19 +46,11 @@ def convert(prototxt_path, caffemodel=None, input_shapes=None, outputs=None):
 
 def _check(prototxt_path, caffemodel_path, input_shapes, outputs):
     netdef = prototxt.load(prototxt_path)
-    g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translatable_types())
+    g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types())
     weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     if weights is not None:
         check_weights_present(g, weights)
     return g, weights
-
-
-def translatable_types():
-    """The Caffe types with a translator. Every module of ``translate/`` registers its own, so all
-    are imported: the list then cannot fall behind the package."""
-    for module in pkgutil.iter_modules(translate.__path__):
-        importlib.import_module(f"{translate.__name__}.{module.name}")
-    return set(translate.TRANSLATORS)
 
 
 def check_weights_present(g, weights):

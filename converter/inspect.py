@@ -55,9 +55,9 @@ class Report:
 
 def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
     """Describe the network of ``prototxt_path`` (Caffe's inference view) as a :class:`Report`."""
-    from .api import translatable_types
+    from .translate import supported_types
 
-    supported = translatable_types()
+    supported = set(supported_types())
     netdef = prototxt.load(prototxt_path)
     weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     inputs = dict(netdef.inputs)

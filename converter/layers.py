@@ -139,15 +139,15 @@ class LRN(keras.layers.Layer):
         }
 
 
-class _Elementwise(keras.layers.Layer):
-    """Base for parameter-free element-wise layers: the output has the input's shape."""
+class ShapePreserving(keras.layers.Layer):
+    """Base for layers whose output has the input's shape."""
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
 
 @register
-class Power(_Elementwise):
+class Power(ShapePreserving):
     """Caffe Power: ``y = (shift + scale * x) ^ power``."""
 
     def __init__(self, power=1.0, scale=1.0, shift=0.0, **kwargs):
@@ -172,7 +172,7 @@ class Power(_Elementwise):
         return {**super().get_config(), "power": self.power, "scale": self.scale, "shift": self.shift}
 
 
-class _BaseScaleShift(_Elementwise):
+class _BaseScaleShift(ShapePreserving):
     """Base for Caffe's Exp and Log, which share (base, scale, shift); base -1 means e."""
 
     def __init__(self, base=-1.0, scale=1.0, shift=0.0, **kwargs):
@@ -205,7 +205,7 @@ class Log(_BaseScaleShift):
 
 
 @register
-class AbsVal(_Elementwise):
+class AbsVal(ShapePreserving):
     """Caffe AbsVal: ``y = |x|``."""
 
     def call(self, x):
@@ -213,7 +213,7 @@ class AbsVal(_Elementwise):
 
 
 @register
-class NegativeSlopeReLU(_Elementwise):
+class NegativeSlopeReLU(ShapePreserving):
     """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``."""
 
     def __init__(self, negative_slope, **kwargs):
@@ -228,7 +228,7 @@ class NegativeSlopeReLU(_Elementwise):
 
 
 @register
-class Threshold(_Elementwise):
+class Threshold(ShapePreserving):
     """Caffe Threshold: ``y = 1 if x > threshold else 0``."""
 
     def __init__(self, threshold=0.0, **kwargs):
@@ -243,7 +243,7 @@ class Threshold(_Elementwise):
 
 
 @register
-class Clip(_Elementwise):
+class Clip(ShapePreserving):
     """Caffe Clip: ``y = min(max(x, min), max)``."""
 
     def __init__(self, min_value, max_value, **kwargs):
@@ -258,7 +258,7 @@ class Clip(_Elementwise):
 
 
 @register
-class Swish(_Elementwise):
+class Swish(ShapePreserving):
     """Caffe Swish: ``y = x * sigmoid(beta * x)``."""
 
     def __init__(self, beta=1.0, **kwargs):
@@ -273,7 +273,7 @@ class Swish(_Elementwise):
 
 
 @register
-class HardSigmoid(_Elementwise):
+class HardSigmoid(ShapePreserving):
     """``y = clip(alpha * x + beta, 0, 1)``."""
 
     def __init__(self, alpha=0.2, beta=0.5, **kwargs):
@@ -288,7 +288,7 @@ class HardSigmoid(_Elementwise):
 
 
 @register
-class HardSwish(_Elementwise):
+class HardSwish(ShapePreserving):
     """``y = x * relu6(x + 3) / 6``."""
 
     def call(self, x):
@@ -296,7 +296,7 @@ class HardSwish(_Elementwise):
 
 
 @register
-class ChannelAffine(keras.layers.Layer):
+class ChannelAffine(ShapePreserving):
     """Caffe Scale and Bias with learned parameters: ``y = x * scale + bias`` broadcast over the
     axes the parameter does not span. ``param_shape`` is the parameter's broadcast shape in this
     tensor's layout, without the batch axis."""
@@ -319,9 +319,6 @@ class ChannelAffine(keras.layers.Layer):
         if self.use_bias:
             x = x + self.bias
         return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {
@@ -359,7 +356,7 @@ class BroadcastOp(keras.layers.Layer):
 
 
 @register
-class MVN(keras.layers.Layer):
+class MVN(ShapePreserving):
     """Caffe mean-variance normalisation over ``axes``: ``y = (x - mean) / (std + eps)``
     (Caffe adds eps after the square root), or only ``x - mean``."""
 
@@ -375,9 +372,6 @@ class MVN(keras.layers.Layer):
             return centred
         variance = ops.mean(ops.square(centred), axis=self.axes, keepdims=True)
         return centred / (ops.sqrt(variance) + self.eps)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {
@@ -701,7 +695,7 @@ class Reshape(keras.layers.Layer):
 
 
 @register
-class Normalize(keras.layers.Layer):
+class Normalize(ShapePreserving):
     """SSD's Normalize (NHWC): ``y = x / sqrt(sum x^2 + eps) * scale``, the sum over the channels
     of each pixel, or over the whole sample with ``across_spatial``; one scale for all channels
     with ``channel_shared``."""
@@ -720,9 +714,6 @@ class Normalize(keras.layers.Layer):
         axes = (1, 2, 3) if self.across_spatial else (3,)
         norm = ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True) + self.eps)
         return x / norm * self.scale
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {
@@ -891,7 +882,7 @@ class ConstantPad(keras.layers.Layer):
 
 
 @register
-class ShuffleChannel(_Elementwise):
+class ShuffleChannel(ShapePreserving):
     """ShuffleNet's channel shuffle (NHWC): channels seen as (group, C/group) are transposed, so
     output channel ``j * group + g`` is input channel ``g * C/group + j``."""
 
@@ -921,7 +912,7 @@ class Axpy(keras.layers.Layer):
 
 
 @register
-class BatchStatsNorm(keras.layers.Layer):
+class BatchStatsNorm(ShapePreserving):
     """SegNet/ENet BN in LEARN mode, which normalises by the statistics of the batch it is given,
     even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W."""
 
@@ -938,9 +929,6 @@ class BatchStatsNorm(keras.layers.Layer):
         mean = ops.mean(x, axis=(0, 1, 2), keepdims=True)
         variance = ops.mean(ops.square(x), axis=(0, 1, 2), keepdims=True) - ops.square(mean)
         return (x - mean) / ops.sqrt(variance + self.eps) * self.scale + self.shift
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}

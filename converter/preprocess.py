@@ -14,13 +14,13 @@ import numpy as np
 from keras import ops
 
 from .errors import ConversionError
-from .layers import register
+from .layers import ShapePreserving, register
 
 LAYER_NAME = "caffe_preprocess"
 
 
 @register
-class CaffePreprocess(keras.layers.Layer):
+class CaffePreprocess(ShapePreserving):
     """``y = ((x[..., ::-1] if rgb_input else x) - mean) * scale`` on NHWC pixels.
 
     ``mean`` is a per-channel list in Caffe's (BGR) channel order; a mean image instead lives in
@@ -53,9 +53,6 @@ class CaffePreprocess(keras.layers.Layer):
         if self.scale != 1.0:
             x = x * ops.cast(self.scale, x.dtype)
         return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {

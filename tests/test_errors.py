@@ -21,7 +21,7 @@ import caffe2keras
 from caffe2keras import api, shapes
 from caffe2keras.cli import main
 from caffe2keras.errors import ConversionError, InternalError
-from caffe2keras.translate import TRANSLATORS
+from caffe2keras.translate import TRANSLATORS, supported_types
 
 NET = GOLDEN / "dense_flatten"
 PROTOTXT = NET / "deploy.prototxt"
@@ -88,7 +88,7 @@ def case_prototxt_as_caffemodel(tmp_path):
 
 def case_unknown_layer_types(tmp_path):
     # Shape inference would stop at the first; every one is listed, sorted, in one line.
-    untranslatable = sorted(set(shapes.SHAPES) - api.translatable_types())[:1]
+    untranslatable = sorted(set(shapes.SHAPES) - set(supported_types()))[:1]
     extra = "".join(f'layer {{ name: "u{t}" type: "{t}" bottom: "conv" top: "u{t}" }}\n' for t in untranslatable)
     path = small_net(tmp_path, (
         'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
@@ -300,7 +300,7 @@ def test_converter_bug_exits_1_naming_the_layer(tmp_path, monkeypatch):
     def broken(ctx, node, inputs):
         raise RuntimeError("boom")
 
-    api.translatable_types()  # register every translator before replacing one
+    supported_types()  # register every translator before replacing one
     monkeypatch.setitem(TRANSLATORS, "ReLU", broken)
     with pytest.raises(InternalError) as info:
         caffe2keras.convert(str(PROTOTXT), str(WEIGHTS))

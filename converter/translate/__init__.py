@@ -7,6 +7,8 @@ node's bottoms. It returns one entry per top: a Keras tensor in the canonical la
 (``ctx.name(node)``); helper layers get derived names (``ctx.name(node, "pad")``).
 """
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
 import keras
@@ -27,7 +29,16 @@ def translator(*types):
     return register
 
 
+def _register_all():
+    """Import every module of this package: each registers its own translators, so the registry
+    cannot fall behind the package."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
 def supported_types():
+    """The Caffe layer types that have a translator, sorted."""
+    _register_all()
     return sorted(TRANSLATORS)
 
 
@@ -137,8 +148,7 @@ class Conversion:
 
 
 def build_model(graph, weights=None):
-    from . import activations, core, detection, forks, normalization, shape_ops, vision  # noqa: F401  (registration)
-
+    _register_all()
     ctx = Context(graph, weights)
     values, inputs = {}, []
     for bid in graph.inputs:

@@ -62,9 +62,8 @@ def convolution(ctx, node, inputs):
     x = inputs[0]
     kernel, stride, pad, dilation = conv_geometry(p, x.shape)
     channels, out = x.shape[1], p.num_output
+    # graph.build has checked that group divides both channel counts.
     group = p.group if node.type == "Convolution" else channels
-    if channels % group or out % group:
-        raise ctx.fail(node, f"group {group} does not divide {channels} input and {out} output channels")
     if p.axis != 1:
         raise ctx.fail(node, f"convolution over axis {p.axis} is not supported (only 1)")
     value = ctx.canonical(x, node)
@@ -105,8 +104,6 @@ def deconvolution(ctx, node, inputs):
     x = inputs[0]
     kernel, stride, pad, dilation = conv_geometry(p, x.shape)
     channels, out, group = x.shape[1], p.num_output, p.group
-    if channels % group or out % group:
-        raise ctx.fail(node, f"group {group} does not divide {channels} input and {out} output channels")
     layer = layers.Deconvolution(
         filters=out,
         kernel=kernel,
