@@ -1051,6 +1051,37 @@ class Reorg(keras.layers.Layer):
         return {**super().get_config(), "stride": self.stride, "reverse": self.reverse, "input_chw": self.input_chw}
 
 
+def greedy_nms(candidates, suppresses, max_keep=None):
+    """Greedy non-maximum suppression over candidates sorted best first (Caffe's, SSD's, YOLO's
+    and py-faster-rcnn's pass over a sorted list).
+
+    ``candidates`` (..., K) bool marks the boxes taking part; ``suppresses(k)`` gives, for the
+    (...,) index ``k`` of a box just kept, the (..., K) bool of boxes it removes. Repeatedly the
+    best remaining box is kept and what it suppresses dropped: the boxes the sequential pass
+    keeps, in as many loop steps as boxes are kept (at most ``max_keep`` per row). Returns the
+    (..., K) bool of kept boxes.
+    """
+    size = candidates.shape[-1]
+    position = ops.arange(size)
+
+    def cond(remaining, keep):
+        return ops.any(remaining)
+
+    def body(remaining, keep):
+        # The first remaining index, exactly (argmax leaves ties unspecified).
+        k = ops.min(ops.where(remaining, position, size), axis=-1)
+        this = ops.equal(position, ops.expand_dims(k, -1))
+        keep = ops.logical_or(keep, this)
+        remaining = ops.logical_and(remaining, ops.logical_not(ops.logical_or(suppresses(ops.minimum(k, size - 1)), this)))
+        if max_keep is not None:
+            full = ops.sum(ops.cast(keep, "int32"), axis=-1, keepdims=True) >= max_keep
+            remaining = ops.logical_and(remaining, ops.logical_not(full))
+        return remaining, keep
+
+    _, keep = ops.while_loop(cond, body, (candidates, ops.zeros_like(candidates)))
+    return keep
+
+
 @register
 class DetectionOutput(keras.layers.Layer):
     """SSD's DetectionOutput with a fixed number of rows per image (Caffe's varies).
@@ -1135,15 +1166,9 @@ class DetectionOutput(keras.layers.Layer):
         # A box is dropped when some kept box overlaps it by more than the threshold (or by NaN:
         # Caffe keeps only when overlap <= threshold).
         conflict = ops.logical_not(self._overlaps(cand_boxes) <= self.nms_threshold)
-        eye = ops.cast(ops.arange(k), "int32")
-
-        def step(i, keep):
-            earlier = ops.cast(eye < i, "bool")
-            hit = ops.any(ops.logical_and(ops.logical_and(keep, earlier), conflict[..., :, i]), axis=-1)
-            keep_i = ops.logical_and(valid[..., i], ops.logical_not(hit))
-            return ops.logical_or(keep, ops.logical_and(ops.expand_dims(keep_i, -1), ops.equal(eye, i)))
-
-        keep = ops.fori_loop(0, k, step, ops.zeros_like(valid))
+        keep = greedy_nms(
+            valid, lambda i: ops.take_along_axis(conflict, i[..., None, None], axis=-2)[..., 0, :]
+        )
         kept_scores = ops.where(keep, cand_scores, float("-inf"))
         flat_scores = ops.reshape(kept_scores, (-1, len(classes) * k))
         best, best_index = ops.top_k(flat_scores, self.rows)
@@ -1233,15 +1258,8 @@ class YoloDetectionOutput(keras.layers.Layer):
         inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
         area = bw * bh
         conflict = inter / (area[:, None] + area[None] - inter) >= self.nms_threshold
-        position = ops.arange(total)
-
-        def step(k, keep):
-            hit = ops.any(ops.logical_and(ops.logical_and(keep, position < k), conflict[:, k]))
-            keep_k = ops.logical_and(valid[k], ops.logical_not(hit))
-            return ops.logical_or(keep, ops.logical_and(keep_k, ops.equal(position, k)))
-
-        keep = ops.fori_loop(0, total, step, ops.zeros_like(valid))
-        return _yolo_rows(keep, position, total, (bx, by, bw, bh, label, score))
+        keep = greedy_nms(valid, lambda k: ops.take(conflict, k, axis=0))
+        return _yolo_rows(keep, ops.arange(total), total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, s):
         return (1, 1, s[1] * s[2] * self.num_box, 7)
@@ -1325,19 +1343,7 @@ class Yolov3DetectionOutput(keras.layers.Layer):
             inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
             return inter / (bw[k] * bh[k] + bw * bh - inter)
 
-        # Greedy NMS as "keep the best remaining box, drop what it overlaps": the same boxes as
-        # Caffe's pass over the sorted list, in as many steps as boxes are kept.
-        def cond(remaining, keep):
-            return ops.any(remaining)
-
-        def body(remaining, keep):
-            k = ops.argmax(ops.cast(remaining, "int32"))
-            this = ops.equal(position, k)
-            keep = ops.logical_or(keep, this)
-            drop = ops.logical_or(overlaps(k) >= self.nms_threshold, this)
-            return ops.logical_and(remaining, ops.logical_not(drop)), keep
-
-        _, keep = ops.while_loop(cond, body, (valid, ops.zeros_like(valid)))
+        keep = greedy_nms(valid, lambda k: overlaps(k) >= self.nms_threshold)
         return _yolo_rows(keep, position, total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, input_shapes):
