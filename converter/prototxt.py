@@ -5,7 +5,9 @@ in V2 form, and the network inputs with their declared shapes. Data layers of tr
 become inputs; loss and accuracy layers are dropped and what fed them becomes an output.
 """
 
+import ast
 import contextlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,32 @@ EVAL_TYPES = {"Accuracy", "DetectionEvaluate", "HDF5Output"}
 def is_data(layer):
     """Data layers, including Python layers that read data (no bottom, as in FCN's train/val)."""
     return layer.type in DATA_TYPES or (layer.type == "Python" and not layer.bottom and bool(layer.top))
+
+
+def python_layer_params(layer):
+    """The dict a Python layer's ``param_str`` holds, e.g. ``{'feat_stride': 16}``.
+
+    py-faster-rcnn hands the string to YAML; its prototxts write the body of a Python dict of
+    literals, without braces, one key per line or comma-separated, tuples tagged
+    ``!!python/tuple``. It is read here with ``ast.literal_eval``: literals only, no code runs.
+    """
+    text = layer.python_param.param_str.strip()
+    if not text:
+        return {}
+    body = re.sub(r"!!python/tuple\s*", "", text)
+    if not body.startswith("{"):
+        body = "{" + ", ".join(line.strip().rstrip(",") for line in body.splitlines() if line.strip()) + "}"
+    value = None
+    # YAML also lets keys go unquoted (feat_stride: 16): quoted on a second try.
+    for candidate in (body, re.sub(r"([{,]\s*)([A-Za-z_]\w*)(\s*:)", r"\1'\2'\3", body)):
+        try:
+            value = ast.literal_eval(candidate)
+            break
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    if not isinstance(value, dict):
+        raise ConversionError(f"python_param param_str {text!r} is not a dict of literal values", layer=layer.name)
+    return value
 
 
 def is_loss(layer_type):

@@ -88,9 +88,14 @@ def test_inspect_counts_params_from_caffemodel_and_prints_a_table():
     assert "every layer is supported" in result.stdout
 
 
-def test_inspect_lists_unsupported_layers_instead_of_failing():
-    prototxt = shared_path("zoo", "faster_rcnn_zf_voc")
-    prototxt = next(prototxt.glob("*.prototxt"))
+def test_inspect_lists_unsupported_layers_instead_of_failing(tmp_path):
+    prototxt = tmp_path / "python_layer.prototxt"
+    prototxt.write_text("""
+        input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+        layer { name: "py" type: "Python" bottom: "conv" top: "py" python_param { module: "my.layer" layer: "Mine" } }
+        layer { name: "relu" type: "ReLU" bottom: "py" top: "relu" }
+    """)
     result = run("inspect", prototxt, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -98,7 +103,7 @@ def test_inspect_lists_unsupported_layers_instead_of_failing():
     python_rows = [r for r in report["layers"] if r["type"] == "Python"]
     assert python_rows and not python_rows[0]["supported"]
     # Layers before the Python layer still get shapes; those after it are unknown, not errors.
-    assert report["layers"][1]["shapes"][0] is not None
+    assert report["layers"][0]["shapes"][0] is not None
     assert report["layers"][-1]["shapes"] == [None]
 
 

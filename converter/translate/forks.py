@@ -2,8 +2,9 @@
 layers of PSPNet and SegNet/ENet, the upsampling family (Upsample, Interp, BilinearInterpolate,
 PixelShuffle), Pad and darknet's Reorg.
 
-Detection heads (PriorBox, DetectionOutput, the YOLO outputs) live in :mod:`.detection`; Python and
-proposal layers are refused here with a remedy (see :func:`~caffe2keras.shapes.refusal`).
+Detection heads (PriorBox, DetectionOutput, the YOLO outputs) live in :mod:`.detection`, the
+two-stage detectors' layers in :mod:`.rcnn`; ROIAlign is refused here with a remedy (see
+:func:`~caffe2keras.shapes.refusal`).
 """
 
 import keras
