@@ -202,21 +202,36 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
               help="Class names, one per line (e.g. synset_words.txt).")
 @click.option("--top", "k", default=5, show_default=True, type=click.IntRange(min=1), help="How many classes.")
 @click.option("--output", "output_name", default=None, help="Which model output holds the scores.")
+@click.option("--threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1),
+              help="Detectors: the least score a detection needs.")
+@click.option("--nms", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Detectors: the IoU above which a class's weaker box is dropped.")
 @json_option("Print the predictions as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def predict(model, image, labels, k, output_name, as_json, debug):
-    """Classify IMAGE with a converted MODEL and print the top classes.
+def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug):
+    """Classify IMAGE with a converted MODEL and print the top classes, or, for a two-stage
+    detector (Faster R-CNN, R-FCN), print its detections.
 
-    The image is decoded by TensorFlow, scaled to cover the model's input and centre-cropped;
-    the preprocessing baked in at conversion (--mean/--scale/--rgb-input) is the model's own.
+    The image is decoded by TensorFlow, scaled to cover the model's input and centre-cropped (a
+    detector's: scaled to fit, padded); the preprocessing baked in at conversion
+    (--mean/--scale/--rgb-input) is the model's own.
     """
 
     def body():
         from dataclasses import asdict
 
-        from .predict import format_table, predict
+        from . import detect
+        from .predict import format_table, load_model, predict, read_labels
 
-        predictions, notes = predict(model, image, labels_path=labels, k=k, output=output_name)
+        loaded = load_model(model)
+        if detect.find_proposal(loaded) is not None:
+            names = read_labels(labels) if labels else None
+            found, notes = detect.detect(loaded, image, labels=names, threshold=threshold, nms=nms)
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
+            click.echo(json.dumps([asdict(d) for d in found], indent=2) if as_json else detect.format_table(found))
+            return
+        predictions, notes = predict(loaded, image, labels_path=labels, k=k, output=output_name)
         for note in notes:
             click.echo(f"note: {note}", err=True)
         if as_json:

@@ -49,9 +49,8 @@ def image_input(model):
     return int(height), int(width), int(channels)
 
 
-def load_image(path, height, width, channels):
-    """The image at ``path`` as float32 (height, width, channels) pixels 0–255, RGB (or grey):
-    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped."""
+def decode_image(path, channels):
+    """The image at ``path`` as a float32 tensor (h, w, channels) of pixels 0–255, RGB (or grey)."""
     import tensorflow as tf
 
     path = Path(path)
@@ -61,7 +60,15 @@ def load_image(path, height, width, channels):
         image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
     except (tf.errors.InvalidArgumentError, ValueError) as err:
         raise ConversionError(f"cannot be decoded as an image ({' '.join(str(err).split())[:200]})", file=path) from None
-    image = tf.cast(image, tf.float32)
+    return tf.cast(image, tf.float32)
+
+
+def load_image(path, height, width, channels):
+    """The image at ``path`` as float32 (height, width, channels) pixels 0–255, RGB (or grey):
+    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped."""
+    import tensorflow as tf
+
+    image = decode_image(path, channels)
     h, w = int(image.shape[0]), int(image.shape[1])
     if (h, w) != (height, width):
         factor = max(height / h, width / w)
@@ -118,9 +125,11 @@ def top_k(vector, k, labels=None):
     ]
 
 
-def predict(model_path, image_path, labels_path=None, k=5, output=None):
-    """Top-``k`` predictions for one image: ``(predictions, notes)``; notes are warnings for the user."""
-    model = load_model(model_path)
+def predict(model, image_path, labels_path=None, k=5, output=None):
+    """Top-``k`` predictions for one image: ``(predictions, notes)``; notes are warnings for the
+    user. ``model`` is a loaded model or the path of one."""
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
     from . import preprocess
 
     height, width, channels = image_input(model)

@@ -147,21 +147,24 @@ def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=N
 
 
 def apply(model, mean=None, scale=1.0, rgb_input=False, mean_source=None):
-    """``model`` with a :class:`CaffePreprocess` between its (single) input and the layers that
-    read it. The input keeps its name; every other layer is the same object, weights included."""
-    if len(model.inputs) != 1:
+    """``model`` with a :class:`CaffePreprocess` between its image input (its only input, or its
+    only 4-D one, as Faster R-CNN's data beside im_info) and the layers that read it. Inputs keep
+    their names; every other layer is the same object, weights included."""
+    images = [i for i in model.inputs if len(i.shape) == 4] if len(model.inputs) > 1 else model.inputs
+    if len(images) != 1:
         names = ", ".join(i.name for i in model.inputs)
         raise ConversionError(f"preprocessing applies to a single image input; this model has several ({names})")
-    old = model.inputs[0]
+    old = images[0]
     if any(layer.name == LAYER_NAME for layer in model.layers):
         raise ConversionError(f"the network already has a layer named '{LAYER_NAME}'")
     layer = make_layer(tuple(old.shape), mean=mean, scale=scale, rgb_input=rgb_input, mean_source=mean_source)
-    new_input = keras.Input(shape=tuple(old.shape[1:]), name=old.name, dtype=old.dtype)
+    inputs = [keras.Input(shape=tuple(i.shape[1:]), name=i.name, dtype=i.dtype) for i in model.inputs]
+    fed = [layer(new) if i is old else new for i, new in zip(model.inputs, inputs)]
     # Function.call re-applies each layer to the new tensor (``model(...)`` would nest the model
     # as one layer, Model.call would add a dtype-conversion op), so the result is flat and every
     # Caffe-named layer stays reachable by name.
-    outputs = keras.Function(model.inputs, model.outputs).call([layer(new_input)])
-    return keras.Model([new_input], outputs, name=model.name)
+    outputs = keras.Function(model.inputs, model.outputs).call(fed)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def find(model):

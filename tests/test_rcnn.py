@@ -420,3 +420,48 @@ def test_full_size_zf_faster_rcnn_matches_opencv(tmp_path, image_hw):
     )
     print(json.dumps({"image": image_hw, **errors}))
 
+
+# --- detections from the converted model (caffe2keras predict) ---
+
+
+@pytest.mark.parametrize("case", ["per_class", "agnostic"])
+def test_detections_match_py_faster_rcnn_test_code(case):
+    from caffe2keras.detect import detections
+
+    ref = _reference()
+    get = lambda key: ref[f"detect/{case}/{key}"]  # noqa: E731
+    rows = detections(get("cls_prob"), get("bbox_pred"), get("rois"), tuple(get("image_hw")), float(get("scale")),
+                      float(get("threshold")))
+    assert len(rows) == len(get("rows")) > 50
+    assert_close(rows, get("rows"), f"{case} detections")
+
+
+def test_predict_prints_detections(tmp_path):
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from caffe2keras.cli import main
+
+    prototxt_path = RCNN / "faster_rcnn_zf_reduced.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    random_caffemodel(prototxt_path, weights, seed=1)
+    model = tmp_path / "frcnn.keras"
+    runner = CliRunner()
+    result = runner.invoke(main, [str(prototxt_path), str(weights), "-o", str(model), "--mean", "102.98,115.95,122.77"])
+    assert result.exit_code == 0, result.output
+    image = tmp_path / "street.png"
+    rgb = np.random.default_rng(3).integers(0, 255, size=(150, 300, 3), dtype=np.uint8)
+    tf.io.write_file(str(image), tf.io.encode_png(rgb))
+    labels = tmp_path / "voc.txt"
+    labels.write_text("\n".join(["__background__"] + [f"class{i}" for i in range(1, 21)]))
+    result = runner.invoke(main, ["predict", str(model), str(image), "--labels", str(labels),
+                                  "--threshold", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found and all(d["score"] >= 0.05 and d["label"] == f"class{d['index']}" for d in found)
+    assert [d["score"] for d in found] == sorted((d["score"] for d in found), reverse=True)
+    for d in found:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 299 and 0 <= y1 <= y2 <= 149, "boxes are clipped to the image"
+    table = runner.invoke(main, ["predict", str(model), str(image), "--threshold", "0.99"])
+    assert table.exit_code == 0 and "no detection above the threshold" in table.stdout
