@@ -37,17 +37,13 @@ def proposal(ctx, node, inputs):
     return [(rois, CAFFE), (roi_scores, CAFFE)][: len(node.tops)]
 
 
-@translator("ROIPooling")
-def roi_pooling(ctx, node, inputs):
-    p = node.param.roi_pooling_param
+@translator("ROIPooling", "PSROIPooling")
+def region_pooling(ctx, node, inputs):
+    if node.type == "ROIPooling":
+        p = node.param.roi_pooling_param
+        layer = rcnn_layers.ROIPooling(p.pooled_h, p.pooled_w, p.spatial_scale, name=ctx.name(node))
+    else:
+        p = node.param.psroi_pooling_param
+        layer = rcnn_layers.PSROIPooling(p.output_dim, p.group_size, p.spatial_scale, name=ctx.name(node))
     features, rois = inputs
-    layer = rcnn_layers.ROIPooling(p.pooled_h, p.pooled_w, p.spatial_scale, name=ctx.name(node))
-    return [layer([ctx.canonical(features, node), ctx.caffe(rois, node)])]
-
-
-@translator("PSROIPooling")
-def psroi_pooling(ctx, node, inputs):
-    p = node.param.psroi_pooling_param
-    features, rois = inputs
-    layer = rcnn_layers.PSROIPooling(p.output_dim, p.group_size, p.spatial_scale, name=ctx.name(node))
     return [layer([ctx.canonical(features, node), ctx.caffe(rois, node)])]
