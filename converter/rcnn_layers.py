@@ -82,6 +82,14 @@ def pixel_nms(x1, y1, x2, y2, candidates, threshold, max_keep=None):
     return greedy_nms(candidates, suppresses, max_keep=max_keep)
 
 
+def exact_divide(x, divisor):
+    """``x / divisor`` rounded once, as C divides. TensorFlow's graph optimiser turns a division
+    by a constant into a multiplication by its reciprocal, off by an ulp now and then: harmless
+    until a floor or ceil follows, as it does for bin edges. DivNoNan escapes that rewrite (a
+    divisor of 0 never occurs here); TFLite's converter does not spare it."""
+    return ops.divide_no_nan(x, ops.cast(divisor, x.dtype))
+
+
 def round_half_away(x):
     """C's round(): halves away from zero (keras.ops.round rounds them to even). Exact in
     float32, where floor(|x| + 0.5) is not (0.49999997 + 0.5 rounds up to 1)."""
@@ -224,7 +232,7 @@ class ROIPooling(keras.layers.Layer):
     def _bins(self, start, end, pooled, size):
         """First and one-past-last cell (R, pooled) of each bin along one axis, clipped to [0, size]."""
         extent = ops.maximum(end - start + 1, 1)
-        bin_size = ops.cast(extent, "float32") / float(pooled)
+        bin_size = exact_divide(ops.cast(extent, "float32"), pooled)
         i = np.arange(pooled, dtype=np.float32)
         lo = ops.cast(ops.floor(i * bin_size[:, None]), "int32") + start[:, None]
         hi = ops.cast(ops.ceil((i + 1.0) * bin_size[:, None]), "int32") + start[:, None]
@@ -232,7 +240,8 @@ class ROIPooling(keras.layers.Layer):
 
     def call(self, inputs):
         x, rois = inputs
-        images, height, width, channels = x.shape
+        _, height, width, channels = x.shape
+        images = ops.shape(x)[0]  # unknown when a saver traces the model
         rois = ops.reshape(rois, (-1, 5))
         corners = ops.cast(round_half_away(rois[:, 1:] * np.float32(self.spatial_scale)), "int32")
         h0, h1 = self._bins(corners[:, 1], corners[:, 3], self.pooled_h, height)
@@ -302,7 +311,7 @@ class PSROIPooling(keras.layers.Layer):
         start = round_half_away(first) * scale
         end = (round_half_away(last) + 1.0) * scale
         extent = ops.maximum(end - start, np.float32(0.1))
-        bin_size = extent / float(self.group_size)
+        bin_size = exact_divide(extent, self.group_size)
         i = np.arange(self.group_size, dtype=np.float32)
         lo = ops.cast(ops.floor(i * bin_size[:, None] + start[:, None]), "int32")
         hi = ops.cast(ops.ceil((i + 1.0) * bin_size[:, None] + start[:, None]), "int32")
@@ -313,12 +322,13 @@ class PSROIPooling(keras.layers.Layer):
 
     def call(self, inputs):
         x, rois = inputs
-        images, height, width, _ = x.shape
+        _, height, width, _ = x.shape
+        images = ops.shape(x)[0]  # unknown when a saver traces the model
         g = self.group_size
         rois = ops.reshape(rois, (-1, 5))
         rows, bin_h = self._bins(rois[:, 2], rois[:, 4], height)
         cols, bin_w = self._bins(rois[:, 1], rois[:, 3], width)
-        x = ops.reshape(x, (images, height, width, self.output_dim, g, g))
+        x = ops.reshape(x, (-1, height, width, self.output_dim, g, g))
         # Sum over the bin's columns (and the roi's image), then over its rows.
         pick = ops.einsum("rn,rjw->rjnw", _batch_mask(rois[:, 0], images), cols)
         by_row = ops.einsum("rjnw,nhwdij->rjhdi", pick, x)

@@ -285,13 +285,17 @@ def test_roi_pooling_matches_opencv_and_the_forks_code_on_edge_rois(tmp_path, ki
     channels = 8 if kind == "ROIPooling" else 18
     path = pooling_net(tmp_path, ROI_LAYER if kind == "ROIPooling" else PSROI_LAYER, channels)
     x = np.random.default_rng(5).normal(size=(2, channels, 11, 13)).astype(np.float32)
-    got = run_outputs(build(path), {"data": x, "rois": EDGE_ROIS})["pool"]
+    conversion = build(path)
+    got = run_outputs(conversion, {"data": x, "rois": EDGE_ROIS})["pool"]
     if kind == "ROIPooling":
         transcript = roi_pooling_transcript(x, EDGE_ROIS, 3, 4, 0.0625)
     else:
         transcript = psroi_pooling_transcript(x, EDGE_ROIS, 2, 3, 0.0625)
     assert (transcript[3] == 0).all() and (transcript[:, :, 0] == 0).any(), "empty bins are covered"
     assert_close(got, transcript, f"{kind} vs the fork's forward pass")
+    # Compiled (TensorFlow's graph optimiser rewrites divisions by constants, see exact_divide).
+    compiled = conversion.model.predict_on_batch(model_inputs(conversion, {"data": x, "rois": EDGE_ROIS}))
+    assert_close(compiled.transpose(0, 3, 1, 2), transcript, f"compiled {kind} vs the fork's forward pass")
     assert_close(got, opencv_forward(path, {"data": x, "rois": EDGE_ROIS}, ["pool"])["pool"], f"{kind} vs OpenCV")
 
 
@@ -389,6 +393,9 @@ def test_faster_rcnn_converts_whole_and_matches_opencv(tmp_path):
     cls_prob, count = probe(model_inputs(conversion, inputs))
     np.testing.assert_array_equal(np.asarray(cls_prob), outputs["cls_prob"])
     assert int(np.asarray(count)[0]) == int((outputs["rois"][:, 0] >= 0).sum())
+    compiled = dict(zip(loaded.output_names, loaded.predict_on_batch(model_inputs(conversion, inputs))))
+    for name in ("cls_prob", "bbox_pred"):
+        assert_close(compiled[name], outputs[name], f"compiled {name}")
 
 
 def test_rfcn_converts_whole_and_matches_opencv(tmp_path):
