@@ -207,7 +207,7 @@ EDGE_ROIS = np.array([
 def roi_pooling_transcript(x, rois, pooled_h, pooled_w, scale):
     """A numpy transcription of caffe-fast-rcnn's ROIPoolingLayer::Forward_cpu (the Caffe oracle
     has no ROIPooling): max over each bin, -FLT_MAX start, 0 for empty bins."""
-    n, c, height, width = x.shape
+    _, c, height, width = x.shape
     out = np.zeros((len(rois), c, pooled_h, pooled_w), np.float32)
     for r, roi in enumerate(rois):
         b = int(roi[0])
@@ -216,10 +216,10 @@ def roi_pooling_transcript(x, rois, pooled_h, pooled_w, scale):
         bin_h, bin_w = np.float32(roi_h) / np.float32(pooled_h), np.float32(roi_w) / np.float32(pooled_w)
         for ph in range(pooled_h):
             for pw in range(pooled_w):
-                hs = min(max(int(math.floor(np.float32(ph) * bin_h)) + sh, 0), height)
-                he = min(max(int(math.ceil(np.float32(ph + 1) * bin_h)) + sh, 0), height)
-                ws = min(max(int(math.floor(np.float32(pw) * bin_w)) + sw, 0), width)
-                we = min(max(int(math.ceil(np.float32(pw + 1) * bin_w)) + sw, 0), width)
+                hs = min(max(math.floor(np.float32(ph) * bin_h) + sh, 0), height)
+                he = min(max(math.ceil(np.float32(ph + 1) * bin_h) + sh, 0), height)
+                ws = min(max(math.floor(np.float32(pw) * bin_w) + sw, 0), width)
+                we = min(max(math.ceil(np.float32(pw + 1) * bin_w) + sw, 0), width)
                 if he <= hs or we <= ws:
                     continue
                 out[r, :, ph, pw] = x[b, :, hs:he, ws:we].max(axis=(1, 2))
@@ -229,7 +229,7 @@ def roi_pooling_transcript(x, rois, pooled_h, pooled_w, scale):
 def psroi_pooling_transcript(x, rois, output_dim, group, scale):
     """A numpy transcription of caffe-rfcn's PSROIPoolingForward CUDA kernel (the Caffe oracle
     has no CPU forward for it): mean of the bin's own channel, 0 for empty bins."""
-    n, c, height, width = x.shape
+    height, width = x.shape[2:]
     out = np.zeros((len(rois), output_dim, group, group), np.float32)
     f = np.float32
     for r, roi in enumerate(rois):
@@ -241,10 +241,10 @@ def psroi_pooling_transcript(x, rois, output_dim, group, scale):
         for d in range(output_dim):
             for ph in range(group):
                 for pw in range(group):
-                    hs = min(max(int(math.floor(f(ph) * bin_h + sh)), 0), height)
-                    he = min(max(int(math.ceil(f(ph + 1) * bin_h + sh)), 0), height)
-                    ws = min(max(int(math.floor(f(pw) * bin_w + sw)), 0), width)
-                    we = min(max(int(math.ceil(f(pw + 1) * bin_w + sw)), 0), width)
+                    hs = min(max(math.floor(f(ph) * bin_h + sh), 0), height)
+                    he = min(max(math.ceil(f(ph + 1) * bin_h + sh), 0), height)
+                    ws = min(max(math.floor(f(pw) * bin_w + sw), 0), width)
+                    we = min(max(math.ceil(f(pw + 1) * bin_w + sw), 0), width)
                     if he <= hs or we <= ws:
                         continue
                     channel = (d * group + ph) * group + pw
@@ -328,7 +328,7 @@ def opencv_prototxt(text):
     """The net with py-faster-rcnn's Python proposal layer rewritten to OpenCV's Proposal type."""
     proposal = ("type: 'Proposal'\\1proposal_param { feat_stride: 16 ratio: 0.5 ratio: 1 ratio: 2 "
                 "scale: 8 scale: 16 scale: 32 }")
-    out, count = re.subn(r"""type: ["']Python["'](.*?)python_param \{.*?\n\s*\}""", proposal, text, flags=re.S)
+    out, count = re.subn(r"""type: ["']Python["'](.*?)python_param \{.*?\n\s*\}""", proposal, text, flags=re.DOTALL)
     assert count == 1
     return out
 
@@ -379,7 +379,7 @@ def compare_detector(tmp_path, prototxt_path, image_hw, seed=0, input_shapes=Non
 
 
 def test_faster_rcnn_converts_whole_and_matches_opencv(tmp_path):
-    conversion, inputs, outputs, errors = compare_detector(tmp_path, RCNN / "faster_rcnn_zf_reduced.prototxt", (224, 224))
+    conversion, inputs, outputs, _ = compare_detector(tmp_path, RCNN / "faster_rcnn_zf_reduced.prototxt", (224, 224))
     model = conversion.model
     assert [t.name for t in model.inputs] == ["data", "im_info"]
     assert model.output_names == ["bbox_pred", "cls_prob"]
@@ -399,7 +399,7 @@ def test_faster_rcnn_converts_whole_and_matches_opencv(tmp_path):
 
 
 def test_rfcn_converts_whole_and_matches_opencv(tmp_path):
-    _, _, outputs, errors = compare_detector(tmp_path, RCNN / "rfcn_small.prototxt", (128, 160))
+    outputs = compare_detector(tmp_path, RCNN / "rfcn_small.prototxt", (128, 160))[2]
     assert outputs["cls_prob"].shape == (300, 5) and outputs["bbox_pred"].shape == (300, 8)
 
 
@@ -436,7 +436,7 @@ def test_detections_match_py_faster_rcnn_test_code(case):
     from caffe2keras.detect import detections
 
     ref = _reference()
-    get = lambda key: ref[f"detect/{case}/{key}"]  # noqa: E731
+    get = lambda key: ref[f"detect/{case}/{key}"]
     rows = detections(get("cls_prob"), get("bbox_pred"), get("rois"), tuple(get("image_hw")), float(get("scale")),
                       float(get("threshold")))
     assert len(rows) == len(get("rows")) > 50

@@ -39,7 +39,7 @@ OUT = Path(__file__).resolve().parents[1] / "fixtures" / "rcnn" / "proposal_refe
 
 def _load(name, path):
     """Import a Python 2 module of the checkout under ``name``, print statements made calls."""
-    source = re.sub(r"^(\s*)print (.*)$", r"\1print(\2)", Path(path).read_text(), flags=re.M)
+    source = re.sub(r"^(\s*)print (.*)$", r"\1print(\2)", Path(path).read_text(), flags=re.MULTILINE)
     spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path))
     module = importlib.util.module_from_spec(spec)
     module.__file__ = str(path)
