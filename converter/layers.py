@@ -912,6 +912,98 @@ class Axpy(keras.layers.Layer):
 
 
 @register
+class BatchNorm(ShapePreserving):
+    """Caffe's BatchNorm: ``y = (x - mean) / sqrt(variance + eps)`` per channel (``axis``), the
+    statistics taken over every other axis.
+
+    The state is Caffe's three blobs: running sums of batch means and of unbiased batch variances,
+    and their scale factor; the stored statistics are ``sum / factor`` (zero when the factor is).
+    ``use_global_stats`` is Caffe's field: None (unset) normalises by the batch's statistics in
+    training and by the stored ones in inference, as Caffe's TRAIN and TEST phases do; True or
+    False makes one choice for both. Each training call on batch statistics updates the sums by
+    Caffe's rule, ``m`` being the values per channel in the batch::
+
+        factor ← f·factor + 1,  mean_sum ← f·mean_sum + mean,  var_sum ← f·var_sum + m/(m-1)·var
+
+    with ``f = moving_average_fraction``.
+    """
+
+    def __init__(self, axis=-1, eps=1e-5, moving_average_fraction=0.999, use_global_stats=None, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.eps = float(eps)
+        self.moving_average_fraction = float(moving_average_fraction)
+        self.use_global_stats = None if use_global_stats is None else bool(use_global_stats)
+
+    def build(self, input_shape):
+        self.rank = len(input_shape)
+        channels = (input_shape[self.axis],)
+        self.mean_sum = self.add_weight(name="mean_sum", shape=channels, initializer="zeros", trainable=False)
+        self.variance_sum = self.add_weight(name="variance_sum", shape=channels, initializer="zeros", trainable=False)
+        self.factor = self.add_weight(name="factor", shape=(1,), initializer="zeros", trainable=False)
+
+    def call(self, x, training=None):
+        axis = self.axis % self.rank
+        reduce_axes = tuple(a for a in range(self.rank) if a != axis)
+        shape = [1] * self.rank
+        shape[axis] = -1
+        if self.use_global_stats is None:
+            batch_stats = bool(training)
+        else:
+            batch_stats = not self.use_global_stats
+        if batch_stats:
+            mean = ops.mean(x, axis=reduce_axes)
+            centred = x - ops.reshape(mean, shape)
+            variance = ops.mean(ops.square(centred), axis=reduce_axes)
+            if training:
+                self._update_sums(x, mean, variance, axis)
+        else:
+            scale = ops.where(self.factor == 0, 0.0, 1.0 / ops.where(self.factor == 0, 1.0, self.factor))
+            mean = self.mean_sum * scale
+            variance = self.variance_sum * scale
+            centred = x - ops.reshape(mean, shape)
+        return centred / ops.reshape(ops.sqrt(variance + self.eps), shape)
+
+    def _update_sums(self, x, mean, variance, axis):
+        m = ops.cast(ops.size(x) // ops.shape(x)[axis], x.dtype)
+        correction = ops.where(m > 1, m / ops.maximum(m - 1, 1), 1.0)
+        f = self.moving_average_fraction
+        self.factor.assign(self.factor * f + 1)
+        self.mean_sum.assign(self.mean_sum * f + ops.stop_gradient(mean))
+        self.variance_sum.assign(self.variance_sum * f + correction * ops.stop_gradient(variance))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "eps": self.eps,
+            "moving_average_fraction": self.moving_average_fraction,
+            "use_global_stats": self.use_global_stats,
+        }
+
+
+@register
+class UnscaledDropout(ShapePreserving):
+    """Caffe's Dropout with ``scale_train: false``: training keeps each value with probability
+    ``1 - rate`` unscaled; inference multiplies by ``1 - rate`` instead."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training:
+            return x * (1.0 - self.rate)
+        keep = keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate
+        return ops.where(keep, x, ops.zeros_like(x))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@register
 class BatchStatsNorm(ShapePreserving):
     """SegNet/ENet BN in LEARN mode, which normalises by the statistics of the batch it is given,
     even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W."""

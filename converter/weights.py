@@ -122,14 +122,6 @@ def dense_kernel(w, transpose=False, chw=None):
     return kernel
 
 
-def batchnorm_stats(mean, variance, factor):
-    """Caffe BatchNorm keeps running sums: the statistics are the blobs divided by the scale factor
-    (third blob), or zero when it is zero."""
-    f = float(factor.reshape(-1)[0]) if factor is not None and factor.size else 1.0
-    scale = 0.0 if f == 0 else 1.0 / f
-    return (mean * scale).astype(np.float32), (variance * scale).astype(np.float32)
-
-
 def broadcast_param(param, axes, keras_axes, keras_rank):
     """A parameter spanning Caffe ``axes`` (in that order) laid out for broadcasting against a
     tensor of ``keras_rank`` axes, where ``keras_axes[i]`` is the Keras position of ``axes[i]``;

@@ -123,7 +123,7 @@ def dropout(ctx, node, inputs):
     p = node.param.dropout_param
     if not p.scale_train:
         # Without scale_train Caffe scales by (1 - ratio) at test time instead of at training.
-        layer = layers.Power(1.0, 1.0 - p.dropout_ratio, 0.0, name=ctx.name(node))
+        layer = layers.UnscaledDropout(p.dropout_ratio, name=ctx.name(node))
     elif 0 <= p.dropout_ratio < 1:
         layer = keras.layers.Dropout(p.dropout_ratio, name=ctx.name(node))
     else:

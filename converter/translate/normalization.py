@@ -12,16 +12,22 @@ from . import translator
 def batch_norm(ctx, node, inputs):
     p = node.param.batch_norm_param
     x = inputs[0]
+    if x.rank < 2:
+        raise ctx.fail(node, "BatchNorm of a 1-axis blob is not supported")
     channels = x.shape[1]
-    layer = keras.layers.BatchNormalization(
-        axis=x.axis(1), epsilon=p.eps, center=False, scale=False, name=ctx.name(node)
+    layer = layers.BatchNorm(
+        axis=x.axis(1),
+        eps=p.eps,
+        moving_average_fraction=p.moving_average_fraction,
+        use_global_stats=p.use_global_stats if p.HasField("use_global_stats") else None,
+        name=ctx.name(node),
     )
     y = layer(x.value)
     params = ctx.params(node, [(channels,), (channels,), None])
     if params is not None:
-        factor = params[2] if len(params) > 2 else None
-        mean, variance = weights.batchnorm_stats(params[0], params[1], factor)
-        layer.set_weights([mean, variance])
+        # Caffemodels from before the scale factor existed hold the statistics themselves.
+        factor = params[2].reshape(-1)[:1] if len(params) > 2 else np.ones(1, np.float32)
+        layer.set_weights([params[0], params[1], factor])
     return [(y, x.layout)]
 
 
