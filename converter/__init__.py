@@ -11,7 +11,7 @@ from ._quiet import import_tensorflow
 
 import_tensorflow()
 
-from . import layers, preprocess, rcnn_layers  # noqa: E402,F401  (registers the custom Keras layers)
+from . import layers, losses, preprocess, rcnn_layers, solver  # noqa: E402,F401  (registers the custom Keras objects)
 from .api import build, convert  # noqa: E402
 from .errors import ConversionError, InternalError  # noqa: E402
 

@@ -10,8 +10,9 @@ ConversionError) naming the layer being converted, chained to the original for `
 import contextlib
 import re
 
-from . import caffemodel, graph, prototxt, translate
+from . import caffemodel, graph, prototxt, training, translate
 from .errors import ConversionError, InternalError
+from .solver import load as load_solver
 from .translate import build_model
 
 # How many layer names an error message lists before summarising.
@@ -27,25 +28,44 @@ def check(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None):
         return _check(prototxt_path, caffemodel_path, input_shapes, outputs)
 
 
-def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None):
-    """Convert and return a :class:`~caffe2keras.translate.Conversion` (model, graph, tensors)."""
+def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, solver=None):
+    """Convert and return a :class:`~caffe2keras.translate.Conversion` (model, graph, tensors).
+
+    With ``solver`` (a solver.prototxt path) the model is the train net's, compiled to train as
+    Caffe's solver would (see :mod:`caffe2keras.training`).
+    """
     with _boundary(prototxt_path):
-        g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs)
-        return build_model(g, weights)
+        if solver is None:
+            g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs)
+            conversion = build_model(g, weights)
+            training.freeze(conversion)
+            return conversion
+        if outputs:
+            raise ConversionError("--outputs cannot be combined with --solver: the losses choose the outputs",
+                                  file=prototxt_path)
+        solver_param = load_solver(solver)
+        netdef = training.load_net(prototxt_path)
+        g, weights = _check(prototxt_path, caffemodel_path, input_shapes, None, netdef=netdef)
+        conversion = build_model(g, weights)
+        training.compile_model(conversion, netdef, solver_param)
+        return conversion
 
 
-def convert(prototxt_path, caffemodel=None, input_shapes=None, outputs=None):
+def convert(prototxt_path, caffemodel=None, input_shapes=None, outputs=None, solver=None):
     """Convert a Caffe model into a Keras 3 model.
 
     ``input_shapes`` maps input blob names to Caffe (N, C, H, W) shapes overriding those the
     prototxt declares; without ``caffemodel`` the weights are Keras' initialisers. Inputs and
-    4-D outputs are NHWC. Raises :class:`ConversionError`, and nothing else, for any input.
+    4-D outputs are NHWC. With ``solver``, a train_val prototxt becomes a model compiled with
+    Caffe's losses and solver, ready for ``fit``. Raises :class:`ConversionError`, and nothing
+    else, for any input.
     """
-    return build(prototxt_path, caffemodel, input_shapes=input_shapes, outputs=outputs).model
+    return build(prototxt_path, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver).model
 
 
-def _check(prototxt_path, caffemodel_path, input_shapes, outputs):
-    netdef = prototxt.load(prototxt_path)
+def _check(prototxt_path, caffemodel_path, input_shapes, outputs, netdef=None):
+    if netdef is None:
+        netdef = prototxt.load(prototxt_path)
     g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types())
     weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     if weights is not None:

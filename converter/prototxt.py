@@ -69,11 +69,15 @@ class NetDef:
     inputs: dict  # blob name -> declared shape (tuple) or None when only --input-shape can say
     extra_outputs: list = field(default_factory=list)  # blobs that fed dropped loss/Silence layers
     path: str = None
+    # The dropped loss and accuracy layers, each as (how many kept layers ran before it, layer).
+    losses: list = field(default_factory=list)
+    labels: list = field(default_factory=list)  # tops of data layers after the first (labels)
 
 
-def parse_text(text, path=None):
-    """Parse prototxt text into a NetParameter; syntax errors name line and column."""
-    net = caffe_pb2.NetParameter()
+def parse_text(text, path=None, message=None):
+    """Parse prototxt text into a NetParameter (or the given ``message``, e.g. a
+    SolverParameter); syntax errors name line and column."""
+    net = message if message is not None else caffe_pb2.NetParameter()
     try:
         text_format.Merge(text, net, allow_unknown_field=False)
     except text_format.ParseError as err:
@@ -219,7 +223,7 @@ def netdef_from_proto(net, phase="TEST", path=None):
             for name in net.input:
                 inputs[name] = None
 
-    kept, extra_outputs = [], []
+    kept, extra_outputs, losses, labels = [], [], [], []
     excluded_data = {}
     for layer in layers:
         if not _included(layer, phase):
@@ -230,6 +234,7 @@ def netdef_from_proto(net, phase="TEST", path=None):
             # The first top is the data; further tops (labels) only feed losses.
             if layer.top and layer.top[0] not in inputs:
                 inputs[layer.top[0]] = _data_shape(layer)
+            labels.extend(t for t in layer.top[1:] if t not in labels)
             continue
         if layer.type == "Input":
             shapes = list(layer.input_param.shape)
@@ -240,6 +245,8 @@ def netdef_from_proto(net, phase="TEST", path=None):
                     inputs[top] = tuple(shapes[i if len(shapes) > 1 else 0].dim)
             kept.append(layer)
             continue
+        if is_loss(layer.type):
+            losses.append((len(kept), layer))
         if is_loss(layer.type) or layer.type == "Silence":
             extra_outputs.extend(b for b in layer.bottom if b not in extra_outputs)
             continue
@@ -253,4 +260,5 @@ def netdef_from_proto(net, phase="TEST", path=None):
                 inputs[bottom] = _data_shape(excluded_data[bottom])
         produced.update(layer.top)
     extra_outputs = [b for b in extra_outputs if b in produced and b not in inputs]
-    return NetDef(name=net.name, layers=kept, inputs=inputs, extra_outputs=extra_outputs, path=path)
+    return NetDef(name=net.name, layers=kept, inputs=inputs, extra_outputs=extra_outputs, path=path,
+                  losses=losses, labels=labels)

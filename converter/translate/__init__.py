@@ -9,7 +9,7 @@ node's bottoms. It returns one entry per top: a Keras tensor in the canonical la
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -145,6 +145,7 @@ class Conversion:
     model: object
     graph: object
     tensors: dict  # SSA blob id -> Tensor
+    targets: list = field(default_factory=list)  # with a solver: training.Target per loss, in output order
 
 
 def build_model(graph, weights=None):

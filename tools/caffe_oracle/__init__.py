@@ -2,7 +2,8 @@
 
 That Caffe lives in its own interpreter (Debian's Python, numpy 1.x); it must never share a
 process with TensorFlow. :func:`forward` writes a job file, runs ``caffe_side.py`` in the
-oracle's interpreter and reads back ``.npz`` results. Where the oracle is (first found wins):
+oracle's interpreter and reads back ``.npz`` results; :func:`solve` does the same with
+``solver_side.py``, running Caffe's solver for a few iterations. Where the oracle is (first found wins):
 ``$CAFFE_ORACLE_DIR/run_caffe.sh``, ``~/.cache/caffe-oracle/run_caffe.sh``.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CAFFE_SIDE = HERE / "caffe_side.py"
+SOLVER_SIDE = HERE / "solver_side.py"
 BUILD_SCRIPT = "../shared/oracle/build.sh"
 
 
@@ -150,3 +152,42 @@ def run_one(job, timeout=600):
     if isinstance(result, OracleError):
         raise result
     return result
+
+
+@dataclass
+class SolveJob:
+    solver: str  # solver prototxt text (its net field is replaced)
+    net: str  # train/val prototxt text (our dialect)
+    steps: int = 5
+    weights: str = None  # caffemodel to start from, or None: seeded random blobs
+    save_weights: str = None  # where Caffe writes the caffemodel it starts from
+    seed: int = 0
+
+
+def solve(job, timeout=600):
+    """Run Caffe's solver for ``job.steps`` iterations (see ``solver_side.py``); returns
+    ``(arrays, meta)`` or raises :class:`OracleError` with Caffe's last words."""
+    run_caffe = interpreter()
+    if run_caffe is None:
+        raise OracleError(missing_reason())
+    with tempfile.TemporaryDirectory(prefix="caffe-solver-") as tmp:
+        tmp = Path(tmp)
+        net = tmp / "train_val.prototxt"
+        net.write_text(for_this_caffe(job.net))
+        solver = tmp / "solver.prototxt"
+        lines = [line for line in job.solver.splitlines() if not re.match(r"\s*(net|train_net|test_net)\s*:", line)]
+        solver.write_text(f'net: "{net}"\n' + "\n".join(lines) + "\n")
+        out = tmp / "out.npz"
+        spec = {"solver": str(solver), "net": str(net), "weights": job.weights, "save_weights": job.save_weights,
+                "steps": job.steps, "seed": job.seed, "out": str(out)}
+        (tmp / "job.json").write_text(json.dumps(spec))
+        proc = subprocess.run([str(run_caffe), str(SOLVER_SIDE), str(tmp / "job.json")],
+                              capture_output=True, text=True, timeout=timeout)
+        meta_path = Path(str(out) + ".json")
+        if not meta_path.exists():
+            raise OracleError(_last_words(proc.stderr) or f"Caffe exited with {proc.returncode}")
+        meta = json.loads(meta_path.read_text())
+        if "error" in meta:
+            raise OracleError(meta["error"])
+        with np.load(out) as data:
+            return {k: data[k] for k in data.files}, meta
