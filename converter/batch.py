@@ -53,19 +53,22 @@ def parse_input_shapes(value):
 
 
 def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
-                rgb_input=False, force=False):
+                rgb_input=False, force=False, solver=None):
     """Convert and save; returns the summary record (a JSON-ready dict) and the Conversion.
 
-    ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None.
+    ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None; ``solver``
+    a solver.prototxt to compile the model with (see :mod:`caffe2keras.training`).
     """
-    from . import export, preprocess
+    from . import export, preprocess, training
     from .api import build
     from .translate import keras_name
 
     fmt = export.check_output(output, force=force)
+    if solver is not None:
+        training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
     mean_value = preprocess.parse_mean(mean) if mean is not None else None
     start = time.perf_counter()
-    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs)
+    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver)
     model = conversion.model
     if mean_value is not None or scale != 1.0 or rgb_input:
         source = mean if mean is not None and not isinstance(mean_value, list) else None
@@ -93,6 +96,7 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
             for b, out in zip(graph.outputs, model.outputs)
         ],
         "preprocess": preprocess.find(model) and _plain(preprocess.find(model)),
+        "training": training.summary(conversion) if solver is not None else None,
         "seconds": {"convert": round(built - start, 3), "save": round(time.perf_counter() - built, 3)},
     }
     return record, conversion

@@ -82,6 +82,13 @@ def summary(record):
         lines.append(f"  input  {inp['name']}: Caffe {inp['caffe_shape']}")
     for out in record["outputs"]:
         lines.append(f"  output {out['name']}: Caffe {out['caffe_shape']} → Keras {[None, *out['keras_shape']]}")
+    train = record.get("training")
+    if train:
+        lines.append(f"  solver {train['solver']}, lr_policy {train['lr_policy']}, "
+                     f"{train['frozen_layers']} frozen layer(s)")
+        for t in train["targets"]:
+            lines.append(f"  loss   {t['loss_type']} on output {t['output']} (weight {t['weight']:g}), "
+                         f"target: Caffe blob '{t['label']}'")
     pre = record["preprocess"]
     if pre:
         mean = pre["mean"] if pre["mean"] is not None else (f"image {pre['mean_source']}" if pre["mean_shape"] else "none")
@@ -109,16 +116,23 @@ def json_option(help_text):
 @click.option("--scale", default=1.0, type=float, show_default=True,
               help="Bake in Caffe's transform_param scale, applied after the mean.")
 @click.option("--rgb-input", is_flag=True, help="The model takes RGB images and swaps them to Caffe's BGR.")
+@click.option("--solver", type=click.Path(dir_okay=False), default=None,
+              help="Compile the train/val PROTOTXT's model with this solver.prototxt's optimizer, "
+                   "learning-rate policy and the net's losses, ready for fit (.keras or .h5 output).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, force, quiet, as_json, debug):
+def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, force, quiet, as_json,
+            debug):
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
     With --mean/--scale/--rgb-input the model takes plain pixels: (x[BGR] - mean) * scale is
     its first layer, recorded in the file so `caffe2keras predict` does not do it again.
+    With --solver, PROTOTXT is a train/val net: the model trains as Caffe's TRAIN net (its
+    labels are fit's targets; losses, optimizer and schedule compiled in) and infers as the
+    TEST net.
     """
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
     out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
@@ -127,7 +141,7 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
         from .batch import convert_one
 
         record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
-                                mean=mean, scale=scale, rgb_input=rgb_input, force=force)
+                                mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver)
         if as_json:
             click.echo(json.dumps(record, indent=2))
         elif not quiet:

@@ -16,7 +16,7 @@ from keras import ops
 
 from .errors import ConversionError
 from .layout import NHWC_AXIS, canonical
-from .schema import caffe_pb2
+from .schema import caffe_pb2, float32_value
 
 register = keras.saving.register_keras_serializable(package="caffe2keras")
 
@@ -196,7 +196,7 @@ def _normalization(layer, default):
 
 def loss_weight(layer):
     """The weight of a loss layer's first top (Caffe: 1 unless ``loss_weight`` says otherwise)."""
-    return float(layer.loss_weight[0]) if layer.loss_weight else 1.0
+    return float32_value(layer.loss_weight[0]) if layer.loss_weight else 1.0
 
 
 def from_layer(layer, pred_shape, path=None):

@@ -142,6 +142,12 @@ def upgrade_v1(v1):
     for rule in v1.exclude:
         layer.exclude.add().CopyFrom(rule)
     layer.loss_weight.extend(v1.loss_weight)
+    # Per-blob names, learning-rate and decay multipliers become ParamSpecs, as Caffe upgrades them.
+    for values, field_name in ((v1.param, "name"), (v1.blobs_lr, "lr_mult"), (v1.weight_decay, "decay_mult")):
+        for i, value in enumerate(values):
+            while len(layer.param) <= i:
+                layer.param.add()
+            setattr(layer.param[i], field_name, value)
     v2_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
     for fd, value in v1.ListFields():
         if fd.name.endswith("_param") and fd.name in v2_fields:

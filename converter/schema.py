@@ -4,9 +4,18 @@ Our schema is a superset of BVLC's and its forks' (see the header of ``proto/caf
 regenerate the module with ``python tools/gen_proto.py`` after editing it.
 """
 
+import numpy as np
+
 from . import caffe_pb2
 
-__all__ = ["caffe_pb2", "V1_TYPES"]
+__all__ = ["caffe_pb2", "V1_TYPES", "float32_value"]
+
+
+def float32_value(value):
+    """A float field's value as the shortest decimal naming the same float32: Caffe's fields are
+    float32, so 0.01 reads back as 0.009999999776482582; a config shows 0.01 and Keras casts it
+    back to exactly Caffe's float32."""
+    return float(str(np.float32(value)))
 
 # Caffe's own table (upgrade_proto.cpp, UpgradeV1LayerType) from V1 enum names to V2 type strings.
 V1_TYPES = {

@@ -16,7 +16,7 @@ from keras import ops
 
 from . import prototxt
 from .errors import ConversionError
-from .schema import caffe_pb2
+from .schema import caffe_pb2, float32_value
 
 register = keras.saving.register_keras_serializable(package="caffe2keras")
 
@@ -98,7 +98,8 @@ class CaffeLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     @classmethod
     def from_solver(cls, param):
-        return cls(policy=param.lr_policy, base_lr=param.base_lr, gamma=param.gamma, power=param.power,
+        f = float32_value
+        return cls(policy=param.lr_policy, base_lr=f(param.base_lr), gamma=f(param.gamma), power=f(param.power),
                    stepsize=param.stepsize, stepvalue=list(param.stepvalue), max_iter=param.max_iter)
 
     def __call__(self, step):
@@ -178,10 +179,12 @@ class CaffeSolver(keras.optimizers.Optimizer):
 
     @classmethod
     def from_solver(cls, param, multipliers=None):
+        f = float32_value
         return cls(learning_rate=CaffeLearningRate.from_solver(param), solver_type=param.type,
-                   momentum=param.momentum, momentum2=param.momentum2, delta=param.delta, rms_decay=param.rms_decay,
-                   decay=param.weight_decay, regularization_type=param.regularization_type,
-                   clip_gradients=param.clip_gradients, iter_size=param.iter_size, multipliers=multipliers)
+                   momentum=f(param.momentum), momentum2=f(param.momentum2), delta=f(param.delta),
+                   rms_decay=f(param.rms_decay), decay=f(param.weight_decay),
+                   regularization_type=param.regularization_type, clip_gradients=f(param.clip_gradients),
+                   iter_size=param.iter_size, multipliers=multipliers)
 
     def _multipliers(self, variable):
         return self.multipliers.get(variable.path, (1.0, 1.0))

@@ -23,6 +23,7 @@ import dataclasses
 
 from . import losses, prototxt, solver
 from .errors import ConversionError
+from .schema import float32_value
 
 
 def load_net(path):
@@ -160,7 +161,7 @@ def blob_specs(conversion):
         (layer,) = weighted
         for spec, variable in zip(node.param.param, layer.weights):
             if variable.trainable:
-                specs.append(BlobSpec(layer, variable, float(spec.lr_mult), float(spec.decay_mult)))
+                specs.append(BlobSpec(layer, variable, float32_value(spec.lr_mult), float32_value(spec.decay_mult)))
     return specs
 
 
@@ -250,5 +251,36 @@ def compile_model(conversion, netdef, solver_param):
     specs = freeze(conversion, per_variable=False)
     optimizer = solver.CaffeSolver.from_solver(solver_param, multipliers=multipliers(specs))
     model.compile(optimizer=optimizer, loss=loss_list, loss_weights=weights)
+    # Built now, the optimizer's state (Caffe's history) is saved with the model and loads back
+    # without Keras warning about a variable-count mismatch.
+    optimizer.build(model.trainable_variables)
     conversion.targets = [t for t in targets if t is not None]
     return model
+
+
+# Output formats that keep a compiled model's optimizer and losses.
+TRAINABLE_FORMATS = ("keras", "h5")
+
+
+def check_export(fmt, output, preprocessing=False):
+    """Refuse, before converting, what would drop the training set-up on the way to the file."""
+    if fmt not in TRAINABLE_FORMATS:
+        raise ConversionError(f"a {fmt} file cannot hold the solver's optimizer and losses; write .keras or .h5",
+                              file=output)
+    if preprocessing:
+        raise ConversionError("--mean/--scale/--rgb-input cannot be combined with --solver: feed the batches "
+                              "the data layer's transform_param produces", file=output)
+
+
+def summary(conversion):
+    """What the compiled model trains with, JSON-ready (for the conversion record)."""
+    optimizer = conversion.model.optimizer
+    schedule = optimizer.get_config()["learning_rate"]
+    frozen = [layer.name for layer in conversion.model.layers if layer.weights and not layer.trainable]
+    return {
+        "solver": optimizer.solver_type,
+        "lr_policy": schedule["config"]["policy"] if isinstance(schedule, dict) else "fixed",
+        "iter_size": optimizer.iter_size,
+        "frozen_layers": len(frozen),
+        "targets": [dataclasses.asdict(t) for t in conversion.targets],
+    }
