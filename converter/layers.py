@@ -945,24 +945,27 @@ class BatchNorm(ShapePreserving):
     def call(self, x, training=None):
         axis = self.axis % self.rank
         reduce_axes = tuple(a for a in range(self.rank) if a != axis)
-        shape = [1] * self.rank
-        shape[axis] = -1
+
+        def per_channel(v):  # a (C,) vector broadcast along the channel axis
+            return v if axis == self.rank - 1 else ops.reshape(v, [-1 if a == axis else 1 for a in range(self.rank)])
+
         if self.use_global_stats is None:
             batch_stats = bool(training)
         else:
             batch_stats = not self.use_global_stats
         if batch_stats:
             mean = ops.mean(x, axis=reduce_axes)
-            centred = x - ops.reshape(mean, shape)
+            centred = x - per_channel(mean)
             variance = ops.mean(ops.square(centred), axis=reduce_axes)
             if training:
                 self._update_sums(x, mean, variance, axis)
         else:
-            scale = ops.where(self.factor == 0, 0.0, 1.0 / ops.where(self.factor == 0, 1.0, self.factor))
-            mean = self.mean_sum * scale
+            scale = ops.divide_no_nan(1.0, self.factor)  # Caffe: 0 when the factor is 0
+            centred = x - per_channel(self.mean_sum * scale)
             variance = self.variance_sum * scale
-            centred = x - ops.reshape(mean, shape)
-        return centred / ops.reshape(ops.sqrt(variance + self.eps), shape)
+        # Caffe divides by the deviation; multiplying by its inverse is as exact (to an ulp) and a
+        # division over the whole tensor costs as much as the rest of the layer.
+        return centred * per_channel(ops.rsqrt(variance + self.eps))
 
     def _update_sums(self, x, mean, variance, axis):
         m = ops.cast(ops.size(x) // ops.shape(x)[axis], x.dtype)
