@@ -146,8 +146,10 @@ class BlobSpec:
     decay_mult: float
 
 
-def blob_specs(conversion):
-    """The Keras variable of every trainable Caffe blob that has a ParamSpec, in graph order."""
+def blob_specs(conversion, strict=True):
+    """The Keras variable of every trainable Caffe blob that has a ParamSpec, in graph order.
+    A layer translated into several weighted Keras layers cannot be mapped blob by blob: refused
+    when ``strict``, else left as it is."""
     specs = []
     for node in conversion.graph.nodes:
         if not node.param.param:
@@ -156,6 +158,8 @@ def blob_specs(conversion):
         if not weighted:
             continue
         if len(weighted) != 1:
+            if not strict:
+                continue
             raise ConversionError(f"cannot tell which Keras weights are this {node.type} layer's blobs for its "
                                   f"lr_mult/decay_mult", file=conversion.graph.path, layer=node.name)
         (layer,) = weighted
@@ -184,11 +188,12 @@ def node_layers(conversion, node):
     return found
 
 
-def freeze(conversion, per_variable=True):
-    """Apply ``lr_mult: 0``: layers whose every trainable blob is frozen become non-trainable;
-    with ``per_variable``, a frozen blob beside learned ones becomes a non-trainable variable.
-    Returns the specs (see :func:`blob_specs`)."""
-    specs = blob_specs(conversion)
+def freeze(conversion, with_solver=False):
+    """Apply ``lr_mult: 0``: layers whose every trainable blob is frozen become non-trainable.
+    Without a solver to keep it fixed, a frozen blob beside learned ones becomes a non-trainable
+    variable (in memory only: Keras saves trainability per layer), and a layer whose blobs cannot
+    be told apart is left trainable. Returns the specs (see :func:`blob_specs`)."""
+    specs = blob_specs(conversion, strict=with_solver)
     by_layer = {}
     for spec in specs:
         by_layer.setdefault(id(spec.layer), (spec.layer, []))[1].append(spec)
@@ -198,7 +203,7 @@ def freeze(conversion, per_variable=True):
             continue
         if all(id(v) in frozen for v in layer.trainable_weights):
             layer.trainable = False
-        elif per_variable:
+        elif not with_solver:
             for v in layer.trainable_weights:
                 if id(v) in frozen:
                     v.trainable = False
@@ -248,7 +253,7 @@ def compile_model(conversion, netdef, solver_param):
         loss_list[i] = losses.from_layer(layer, graph.blobs[graph.outputs[i]].shape, graph.path)
         weights[i] = losses.loss_weight(layer)
         targets[i] = Target(model.output_names[i], layer.bottom[1], layer.name, layer.type, weights[i])
-    specs = freeze(conversion, per_variable=False)
+    specs = freeze(conversion, with_solver=True)
     optimizer = solver.CaffeSolver.from_solver(solver_param, multipliers=multipliers(specs))
     model.compile(optimizer=optimizer, loss=loss_list, loss_weights=weights)
     # Built now, the optimizer's state (Caffe's history) is saved with the model and loads back

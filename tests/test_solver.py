@@ -94,6 +94,25 @@ def test_training_follows_caffe_solver(case):
         check_probe(conversion, expected, step)
 
 
+@pytest.mark.parametrize("name", ["sgd_step_bn", "itersize_memorydata", "adam_fixed_two_losses"])
+def test_plain_fit_follows_caffe_solver(name):
+    """``model.fit`` over the iterations' batches in order ends where Caffe's solver did."""
+    case = FIXTURES / "solver" / name
+    expected = np.load(case / "expected.npz")
+    meta = json.loads((case / "meta.json").read_text())
+    conversion = build(case / "train_val.prototxt", case / "init.caffemodel", solver=str(case / "solver.prototxt"))
+    graph, steps = conversion.graph, meta["steps"]
+
+    def stacked(blob):
+        return np.concatenate([expected[f"batch/{k}/{blob}"] for k in range(1, steps + 1)])
+
+    x = model_inputs(conversion, {graph.blobs[b].name: stacked(graph.blobs[b].name) for b in graph.inputs})
+    y = [_keras_layout(stacked(t.label)) for t in conversion.targets]
+    per_pass = len(x[0]) // (steps * meta["iter_size"])
+    conversion.model.fit(x, y if len(y) > 1 else y[0], batch_size=per_pass, shuffle=False, epochs=1, verbose=0)
+    check_weights(conversion, expected, steps)
+
+
 @pytest.mark.parametrize("name", ["adam_fixed_two_losses", "sgd_multistep_decay", "itersize_memorydata"])
 def test_saved_model_goes_on_training_as_caffe(name, tmp_path):
     """Optimizer state (iteration, history, Adam's moments), schedule, multipliers and losses
