@@ -173,14 +173,8 @@ class MultinomialLogisticLoss(CaffeLoss):
         return -ops.sum(ops.log(safe)) / self._batch(y_pred)
 
 
-# Loss types, the number of bottoms each reads (prediction, label or target).
-LOSS_TYPES = {
-    "SoftmaxWithLoss": 2,
-    "EuclideanLoss": 2,
-    "SigmoidCrossEntropyLoss": 2,
-    "HingeLoss": 2,
-    "MultinomialLogisticLoss": 2,
-}
+# The loss types with a Keras loss here; each reads two bottoms, the prediction and the label.
+LOSS_TYPES = ("EuclideanLoss", "HingeLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "SoftmaxWithLoss")
 
 
 def _normalization(layer, default):
@@ -199,14 +193,23 @@ def loss_weight(layer):
     return float32_value(layer.loss_weight[0]) if layer.loss_weight else 1.0
 
 
+def check_supported(layer, path=None):
+    """Refuse a loss layer this module has no Keras loss for, naming it."""
+    if layer.type not in LOSS_TYPES:
+        known = ", ".join(LOSS_TYPES)
+        raise ConversionError(f"{layer.type} cannot be trained in Keras by this converter (supported losses: "
+                              f"{known})", file=path, layer=layer.name)
+    if layer.loss_param.weight_by_label_freqs or layer.loss_param.class_weighting:
+        raise ConversionError("SegNet's class weighting of the loss is not supported for training", file=path,
+                              layer=layer.name)
+
+
 def from_layer(layer, pred_shape, path=None):
     """The Keras loss for Caffe loss ``layer`` whose prediction blob has Caffe shape ``pred_shape``."""
+    check_supported(layer, path)
     lp = layer.loss_param
     ignore = int(lp.ignore_label) if lp.HasField("ignore_label") else None
     name = layer.name.replace("/", "_")
-    if lp.weight_by_label_freqs or lp.class_weighting:
-        raise ConversionError("SegNet's class weighting of the loss is not supported for training", file=path,
-                              layer=layer.name)
     if layer.type == "SoftmaxWithLoss":
         rank = len(pred_shape)
         axis = layer.softmax_param.axis % rank
@@ -221,8 +224,4 @@ def from_layer(layer, pred_shape, path=None):
     if layer.type == "HingeLoss":
         norm = caffe_pb2.HingeLossParameter.Norm.Name(layer.hinge_loss_param.norm)
         return HingeLoss(norm=norm, name=name)
-    if layer.type == "MultinomialLogisticLoss":
-        return MultinomialLogisticLoss(name=name)
-    known = ", ".join(sorted(LOSS_TYPES))
-    raise ConversionError(f"{layer.type} cannot be trained in Keras by this converter (supported losses: {known})",
-                          file=path, layer=layer.name)
+    return MultinomialLogisticLoss(name=name)

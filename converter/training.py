@@ -84,12 +84,10 @@ def _check_trainable(train, loss_layers, path):
 
 
 def _check_loss_bottoms(layer, labels, path):
-    expected = losses.LOSS_TYPES.get(layer.type)
-    if expected is None:
-        losses.from_layer(layer, (), path)  # raises, listing the supported losses
-    if len(layer.bottom) != expected:
-        raise ConversionError(f"{layer.type} with {len(layer.bottom)} bottoms is not supported (expected "
-                              f"{expected}: prediction and label)", file=path, layer=layer.name)
+    losses.check_supported(layer, path)
+    if len(layer.bottom) != 2:
+        raise ConversionError(f"{layer.type} with {len(layer.bottom)} bottoms is not supported (expected the "
+                              f"prediction and the label)", file=path, layer=layer.name)
     pred, label = layer.bottom
     if pred in labels:
         raise ConversionError(f"the prediction bottom '{pred}' is a label", file=path, layer=layer.name)
