@@ -160,3 +160,31 @@ def test_multistep_takes_one_step_per_iteration(stepvalues, rates):
     np.testing.assert_allclose([float(schedule(i)) for i in range(len(rates))], rates)
     restored = CaffeLearningRate.from_config(schedule.get_config())
     np.testing.assert_allclose([float(restored(i)) for i in range(len(rates))], rates)
+
+
+def test_sigmoid_cross_entropy_ignore_label_and_valid_normalization():
+    """A transcript of BVLC master's SigmoidCrossEntropyLoss options (the reference Caffe predates
+    ignore_label and normalization there; its default, BATCH_SIZE, is pinned by the fixtures)."""
+    from caffe2keras.losses import SigmoidCrossEntropyLoss
+
+    x = np.array([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.0]], np.float32)
+    t = np.array([[1.0, 0.0, -1.0], [0.0, -1.0, 1.0]], np.float32)
+    valid = t != -1
+    per_value = np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0) - x * t
+    loss = SigmoidCrossEntropyLoss(ignore_label=-1, normalization="VALID")
+    np.testing.assert_allclose(float(loss(t, x)), per_value[valid].sum() / valid.sum(), rtol=1e-6)
+    loss = SigmoidCrossEntropyLoss(ignore_label=-1)  # BATCH_SIZE: ignored values still count for nothing
+    np.testing.assert_allclose(float(loss(t, x)), per_value[valid].sum() / 2, rtol=1e-6)
+
+
+def test_dropout_without_scale_train_drops_unscaled_in_training():
+    """A transcript of BVLC master's scale_train: false (the reference Caffe lacks the field)."""
+    from caffe2keras.layers import UnscaledDropout
+
+    x = np.linspace(1.0, 2.0, 4000, dtype=np.float32).reshape(40, 100)
+    layer = UnscaledDropout(0.25, seed=3)
+    out = np.asarray(layer(x, training=True))
+    kept = out != 0
+    np.testing.assert_array_equal(out[kept], x[kept])
+    assert abs(kept.mean() - 0.75) < 0.03
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), 0.75 * x, rtol=1e-7)
