@@ -47,9 +47,21 @@ def missing_reason():
 _ROUND_MODE = re.compile(r"\bround_mode\s*:\s*(CEIL|FLOOR|0|1)\b")
 
 
+# This Caffe's PriorBox `clip` defaults to true; SSD's (weiliu89/caffe) defaults to false, which is
+# what SSD prototxts rely on: spell the default out where a PriorBox leaves it unset.
+_PRIOR_BOX = re.compile(r"\bprior_box_param\s*\{([^{}]*)\}")
+
+
+def _clip_default(match):
+    if re.search(r"\bclip\s*:", match.group(1)):
+        return match.group(0)
+    return "prior_box_param { clip: false" + match.group(1) + "}"
+
+
 def for_this_caffe(text):
     """Prototxt text rewritten to the dialect of the oracle's Caffe (same semantics)."""
-    return _ROUND_MODE.sub(lambda m: "ceil_mode: " + ("false" if m.group(1) in ("FLOOR", "1") else "true"), text)
+    text = _ROUND_MODE.sub(lambda m: "ceil_mode: " + ("false" if m.group(1) in ("FLOOR", "1") else "true"), text)
+    return _PRIOR_BOX.sub(_clip_default, text)
 
 
 @dataclass

@@ -93,13 +93,15 @@ def run(job):
 
     layers = []
     names = list(net._layer_names)
+    # By index, not net.top_names[name]: layer names may repeat or be empty (a nameless layer).
+    blob_names = list(net._blob_names)
     every = job.get("every_layer", True)
     if every:
         net.reshape()
         for name in net.inputs:
             net.blobs[name].data[...] = arrays["input/" + name]
     for i, name in enumerate(names):
-        tops = list(net.top_names[name])
+        tops = [blob_names[j] for j in net._top_ids(i)]
         if every:
             net._forward(i, i)
             for top in tops:
@@ -107,7 +109,7 @@ def run(job):
         layers.append({
             "name": name,
             "type": net.layers[i].type,
-            "bottoms": list(net.bottom_names[name]),
+            "bottoms": [blob_names[j] for j in net._bottom_ids(i)],
             "tops": {top: list(net.blobs[top].data.shape) for top in tops},
         })
     if not every:
