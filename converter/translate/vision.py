@@ -48,8 +48,6 @@ def lrn(ctx, node, inputs):
     p = node.param.lrn_param
     if p.local_size % 2 == 0:
         raise ctx.fail(node, f"LRN local_size must be odd, got {p.local_size}")
-    if inputs[0].rank != 4:
-        raise ctx.fail(node, "LRN needs a 4-D bottom")
     region = "across" if p.norm_region == p.ACROSS_CHANNELS else "within"
     layer = layers.LRN(local_size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k, region=region, name=ctx.name(node))
     return [layer(ctx.canonical(inputs[0], node))]
