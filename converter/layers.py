@@ -927,6 +927,27 @@ class Axpy(keras.layers.Layer):
 
 
 @register
+class BatchMomentsNorm(ShapePreserving):
+    """Caffe BatchNorm with ``use_global_stats: false``, which normalises by the moments of the
+    batch it is given, also at test time (the stored statistics play no part):
+    ``y = (x - E[x]) / sqrt(E[(x - E[x])^2] + eps)``, both means over ``axes`` (every axis but
+    the channel axis)."""
+
+    def __init__(self, axes, eps=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.axes = tuple(axes)
+        self.eps = float(eps)
+
+    def call(self, x):
+        centred = x - ops.mean(x, axis=self.axes, keepdims=True)
+        variance = ops.mean(ops.square(centred), axis=self.axes, keepdims=True)
+        return centred / ops.sqrt(variance + self.eps)
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes, "eps": self.eps}
+
+
+@register
 class BatchStatsNorm(ShapePreserving):
     """SegNet/ENet BN in LEARN mode, which normalises by the statistics of the batch it is given,
     even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W."""

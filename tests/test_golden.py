@@ -22,6 +22,7 @@ TOP_NETS = [
     "extensions",
     "caffe_order",
     "argmax_ties",
+    "batchnorm_batch_stats",
     "legacy_shapes",
 ]
 
@@ -74,6 +75,14 @@ def test_argmax_ties_fixture_holds_ties():
     expected = np.load(GOLDEN / "argmax_ties" / "expected.npz")
     values = expected["layer/am_all_val/am_all_val"][:, 1, :, 0]
     assert any(len(set(row)) < len(row) for row in values)
+
+
+def test_batch_statistics_differ_from_the_stored_ones():
+    # Negative control: normalising by the stored statistics would miss Caffe's bn_batch.
+    expected = np.load(GOLDEN / "batchnorm_batch_stats" / "expected.npz")
+    batch, stored = expected["layer/bn_batch/bn_batch"], expected["layer/bn_stored/bn_stored"]
+    with pytest.raises(AssertionError):
+        assert_close(stored, batch, "stored statistics")
 
 
 @pytest.mark.parametrize("net, caffemodel", OTHER_WEIGHTS, ids=[f"{n}-{w}" for n, w in OTHER_WEIGHTS])

@@ -13,6 +13,13 @@ def batch_norm(ctx, node, inputs):
     p = node.param.batch_norm_param
     x = inputs[0]
     channels = x.shape[1]
+    if p.HasField("use_global_stats") and not p.use_global_stats:
+        # Caffe uses the stored statistics only with use_global_stats (its default in TEST):
+        # turned off, even a deploy net normalises by each batch's own mean and variance.
+        axes = sorted(x.axis(a) for a in range(x.rank) if a != 1)
+        y = layers.BatchMomentsNorm(axes, p.eps, name=ctx.name(node))(x.value)
+        ctx.params(node, [(channels,), (channels,), None])  # unused, but still checked and consumed
+        return [(y, x.layout)]
     layer = keras.layers.BatchNormalization(
         axis=x.axis(1), epsilon=p.eps, center=False, scale=False, name=ctx.name(node)
     )
@@ -92,7 +99,8 @@ def bias(ctx, node, inputs):
 @translator("MVN")
 def mvn(ctx, node, inputs):
     p = node.param.mvn_param
-    x = inputs[0]
+    # Caffe's top is the bottom read as (num, channels, height, width), whatever its rank.
+    x = ctx.legacy(inputs[0], node)
     first = 1 if p.across_channels else 2
     axes = sorted(x.axis(a) for a in range(first, x.rank))
     layer = layers.MVN(axes, normalize_variance=p.normalize_variance, eps=p.eps, name=ctx.name(node))
