@@ -24,6 +24,7 @@ TOP_NETS = [
     "argmax_ties",
     "batchnorm_batch_stats",
     "legacy_shapes",
+    "nameless_layers",
 ]
 
 # The same weights in Caffe's other storage formats.
