@@ -58,10 +58,36 @@ def _clip_default(match):
     return "prior_box_param { clip: false" + match.group(1) + "}"
 
 
+# SENet's Axpy (top = a * x + y, a of shape (N, C, 1, 1)) is not in this Caffe. It is spelled with
+# layers it has: Flatten(a) to (N, C), Scale(x, a) over axis 0, Eltwise SUM with y; the last takes
+# the Axpy layer's name and top, so layer/<name>/<top> is the Axpy's value. Same products and
+# sums as the fork's caffe_axpy, each rounded once (a BLAS axpy may fuse them). Only Axpy layers
+# without nested messages are rewritten; others leave Caffe to refuse the unknown type.
+_LAYER = re.compile(r"\blayer\s*\{[^{}]*\}")
+
+
+def _field(block, name):
+    return re.findall(r"\b%s\s*:\s*[\"']([^\"']*)[\"']" % name, block)
+
+
+def _axpy(match):
+    block = match.group(0)
+    if _field(block, "type") != ["Axpy"] or len(_field(block, "bottom")) != 3 or len(_field(block, "top")) != 1:
+        return block
+    (name,), (a, x, y), (top,) = _field(block, "name") or [top], _field(block, "bottom"), _field(block, "top")
+    return (
+        f'layer {{ name: "{name}/axpy_a" type: "Flatten" bottom: "{a}" top: "{name}/axpy_a" }}\n'
+        f'layer {{ name: "{name}/axpy_ax" type: "Scale" bottom: "{x}" bottom: "{name}/axpy_a" '
+        f'top: "{name}/axpy_ax" scale_param {{ axis: 0 }} }}\n'
+        f'layer {{ name: "{name}" type: "Eltwise" bottom: "{name}/axpy_ax" bottom: "{y}" top: "{top}" }}'
+    )
+
+
 def for_this_caffe(text):
     """Prototxt text rewritten to the dialect of the oracle's Caffe (same semantics)."""
     text = _ROUND_MODE.sub(lambda m: "ceil_mode: " + ("false" if m.group(1) in ("FLOOR", "1") else "true"), text)
-    return _PRIOR_BOX.sub(_clip_default, text)
+    text = _PRIOR_BOX.sub(_clip_default, text)
+    return _LAYER.sub(_axpy, text)
 
 
 @dataclass
@@ -74,11 +100,12 @@ class Job:
     save_weights: str = None  # where Caffe writes the caffemodel it ran with
     every_layer: bool = True
     stats: bool = False
+    keep: list = None  # blob names whose final values to return as blob/<name> (without every_layer)
 
 
 @dataclass
 class Result:
-    arrays: dict  # input/<blob>, layer/<layer>/<top>, output/<blob>
+    arrays: dict  # input/<blob>, layer/<layer>/<top>, output/<blob>, blob/<kept blob>
     layers: list  # [{"name", "type", "bottoms", "tops": {top: shape or stats}}] in execution order
     inputs: list
     outputs: list
@@ -116,7 +143,7 @@ def forward(jobs, timeout=600):
                 "prototxt": str(proto), "weights": job.weights, "randomize": job.randomize,
                 "save_weights": job.save_weights, "inputs": str(inputs) if inputs else None,
                 "seed": job.seed, "out": str(tmp / f"{i}.npz"), "every_layer": job.every_layer,
-                "stats": job.stats,
+                "stats": job.stats, "keep": job.keep or [],
             })
         pending = list(range(len(jobs)))
         while pending:

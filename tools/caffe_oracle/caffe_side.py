@@ -14,8 +14,9 @@
     out           where to write the .npz of results
     every_layer   true: record each layer's tops right after that layer ran (in-place chains
                   visible step by step) as layer/<layer>/<top>; false: only the network outputs
+    keep          blob names whose values after the forward pass to record as blob/<name>
 
-The .npz holds input/<blob>, layer/<layer>/<top> (every_layer) and output/<blob>; a sidecar
+The .npz holds input/<blob>, layer/<layer>/<top> (every_layer), output/<blob> and blob/<kept>; a sidecar
 ``<out>.json`` holds the layer list (name, type, bottoms, tops with shapes) in execution order,
 or ``{"error": "..."}`` when Caffe refused the net (Caffe's CHECK failures abort the process, so
 the driver also reports a job whose files never appeared).
@@ -116,6 +117,8 @@ def run(job):
         net.forward()
     for name in net.outputs:
         arrays["output/" + name] = net.blobs[name].data.copy()
+    for name in job.get("keep", []):
+        arrays["blob/" + name] = net.blobs[name].data.copy()
     np.savez(job["out"], **arrays)
     meta = {"layers": layers, "inputs": list(net.inputs), "outputs": list(net.outputs)}
     if job.get("stats"):
