@@ -86,6 +86,16 @@ def test_batch_statistics_differ_from_the_stored_ones():
         assert_close(stored, batch, "stored statistics")
 
 
+def test_average_pooling_adds_in_caffes_order():
+    # Bit for bit: Caffe adds a window's values in row-major order; the converted model must too.
+    errors = check_golden(GOLDEN / "pooling_sum_order")
+    assert errors and all(err == 0.0 for err in errors.values()), errors
+    # Negative control: a mean reduced in another order misses Caffe's rounding.
+    expected = np.load(GOLDEN / "pooling_sum_order" / "expected.npz")
+    tree = expected["input/data"].mean(axis=(2, 3), dtype=np.float32)
+    assert np.abs(tree - expected["layer/global/global"][:, :, 0, 0]).max() > 0
+
+
 @pytest.mark.parametrize("net, caffemodel", OTHER_WEIGHTS, ids=[f"{n}-{w}" for n, w in OTHER_WEIGHTS])
 def test_golden_net_weight_formats(net, caffemodel):
     check_golden(GOLDEN / net, caffemodel_name=caffemodel)
