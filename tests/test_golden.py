@@ -5,10 +5,11 @@ Top-level nets (fixtures/golden/<net>) are compared on every layer top; zoo repl
 top through real Caffe's recorded samples, plus their full outputs.
 """
 
+import keras
 import numpy as np
 import pytest
 from conftest import GOLDEN, shared_path
-from helpers import assert_close, build, check_golden
+from helpers import assert_close, build, check_golden, model_inputs
 
 TOP_NETS = [
     "pooling_edges",
@@ -69,6 +70,18 @@ SHARED_ZOO_NETS = [
 @pytest.mark.parametrize("net", TOP_NETS)
 def test_golden_net(net):
     check_golden(GOLDEN / net)
+
+
+@pytest.mark.parametrize("net", ["caffe_order", "argmax_ties", "batchnorm_batch_stats", "legacy_shapes"])
+def test_new_layer_configs_reload_in_safe_mode(tmp_path, net):
+    # BatchMomentsNorm, ArgMax's rank, the legacy 4-D views: saved and loaded, the same outputs.
+    conversion = build(GOLDEN / net / "deploy.prototxt", GOLDEN / net / "weights.caffemodel")
+    expected = np.load(GOLDEN / net / "expected.npz")
+    feed = model_inputs(conversion, {k[len("input/"):]: expected[k] for k in expected.files if k.startswith("input/")})
+    conversion.model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    for got, want in zip(reloaded(feed, training=False), conversion.model(feed, training=False)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_argmax_ties_fixture_holds_ties():
