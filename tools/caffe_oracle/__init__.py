@@ -4,6 +4,11 @@ That Caffe lives in its own interpreter (Debian's Python, numpy 1.x); it must ne
 process with TensorFlow. :func:`forward` writes a job file, runs ``caffe_side.py`` in the
 oracle's interpreter and reads back ``.npz`` results. Where the oracle is (first found wins):
 ``$CAFFE_ORACLE_DIR/run_caffe.sh``, ``~/.cache/caffe-oracle/run_caffe.sh``.
+
+Where this Caffe differs from the Caffe a prototxt was written for, :func:`for_this_caffe`
+rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Not rewritable, so not a
+reference: its PriorBox truncates ``min_size``/``max_size`` to integers (SSD keeps floats; a
+detector with ``min_size: 51.2`` gets boxes ~7e-4 off, where OpenCV and the converter agree).
 """
 
 import json
