@@ -37,6 +37,10 @@ class _Truncated(Exception):
     pass
 
 
+class _Unnamed(Exception):
+    """A layer record with blobs but no name (args: the blob count)."""
+
+
 def _varint(buf, pos, end):
     result, shift = 0, 0
     while True:
@@ -202,6 +206,8 @@ def load(path):
         layers = _read_layers(mm)
     except _Truncated:
         problem = "is truncated or not a caffemodel (a record runs past the end)"
+    except _Unnamed as err:
+        problem = f"holds a layer record with {err.args[0]} blob(s) but no name: its weights cannot be bound to a layer"
     except (ValueError, UnicodeDecodeError) as err:
         problem = f"is not a caffemodel (corrupt protobuf: {err})"
     if (problem or not layers) and all(32 <= b < 127 or b in b"\t\r\n" for b in mm[:256]):
@@ -226,7 +232,9 @@ def _read_layers(buf):
             elif n2 == blob_field and w2 == LENGTH:
                 blobs.append(_blob(buf, *v2))
         if name is None:
-            raise ValueError("a layer record without a name")
+            if not blobs:
+                continue  # a training net's data layer, say: Caffe and OpenCV pass over it too
+            raise _Unnamed(len(blobs))
         if name in layers and not blobs:
             continue
         layers[name] = blobs

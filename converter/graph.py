@@ -13,6 +13,8 @@ from .errors import ConversionError
 
 # Refuse blobs larger than this many elements before anything is allocated (8 GiB of float32).
 MAX_BLOB_ELEMENTS = 2**31
+# Caffe's kMaxBlobAxes.
+MAX_BLOB_AXES = 32
 # Refuse networks whose learned weights exceed this many elements (4 GiB of float32; VGG-16, among
 # the largest Caffe models, has 138 million) before Keras allocates them.
 MAX_WEIGHT_ELEMENTS = 2**30
@@ -59,6 +61,8 @@ class Graph:
 
 
 def _check_shape(shape, layer, path, what):
+    if len(shape) > MAX_BLOB_AXES:
+        raise ConversionError(f"{what} has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}", file=path, layer=layer)
     for dim in shape:
         if int(dim) <= 0:
             raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
@@ -146,6 +150,12 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
                 f"input '{name}' has no declared shape; give one with --input-shape {name}=N,C,H,W", file=path
             )
         shape = tuple(int(d) for d in shape)
+        if not shape:
+            raise ConversionError(
+                f"input '{name}' has an empty shape (a 0-D blob, which no Keras model takes as input); "
+                "declare its dimensions",
+                file=path,
+            )
         _check_shape(shape, None, path, f"input '{name}'")
         blobs[name] = Blob(id=name, name=name, shape=shape)
         inputs.append(name)
@@ -194,6 +204,7 @@ def _wire(netdef):
     path = netdef.path
     current = {name: name for name in netdef.inputs}
     taken = set(current)
+    readers = {}  # SSA id -> names of the layers reading it
     wired = []
     for index, layer in enumerate(netdef.layers):
         if not layer.name:
@@ -208,8 +219,10 @@ def _wire(netdef):
             if b not in current:
                 raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=layer.name)
             bottoms.append(current[b])
+            readers.setdefault(current[b], []).append(layer.name)
         tops = []
-        for top in layer.top:
+        for j, top in enumerate(layer.top):
+            _check_single_source(layer, j, top, current, readers, path)
             bid = top if top not in taken else f"{top}@{layer.name}"
             i = 1
             while bid in taken:  # layer names may repeat (HED has five 'crop' layers)
@@ -220,6 +233,31 @@ def _wire(netdef):
             tops.append((bid, top))
         wired.append((layer, bottoms, tops))
     return wired, current
+
+
+def _check_single_source(layer, j, top, current, readers, path):
+    """Caffe's rule for a top name that already exists (Net::AppendTop after InsertSplits): only
+    the layer's bottom at the same position may be rewritten in place, and only while no other
+    layer reads that value (Caffe would give each reader a copy, so the rewrite would no longer
+    be in place). Anything else Caffe refuses: "Top blob produced by multiple sources"."""
+    if top not in current:
+        return
+    if j >= len(layer.bottom) or layer.bottom[j] != top:
+        raise ConversionError(
+            f"top '{top}' already exists (a network input or another layer's top); Caffe refuses a blob "
+            f"produced by multiple sources: give this top a name of its own",
+            file=path,
+            layer=layer.name,
+        )
+    others = [name for name in readers.get(current[top], []) if name != layer.name]
+    if others or readers[current[top]].count(layer.name) > 1:
+        who = f"layer '{others[0]}'" if others else "this layer's other bottom"
+        raise ConversionError(
+            f"rewrites '{top}' in place while {who} also reads it; Caffe refuses this (the reader gets a "
+            f"split copy, the in-place top becomes a second source of '{top}'): give this top a name of its own",
+            file=path,
+            layer=layer.name,
+        )
 
 
 def _needed(wired, wanted):

@@ -587,38 +587,53 @@ class Reduction(keras.layers.Layer):
 @register
 class ArgMax(keras.layers.Layer):
     """Caffe ArgMax along ``axis`` (indices as floats, or the values with ``out_max_val``); with
-    ``axis`` None, over each sample flattened, giving (N, 1 or 2, top_k)."""
+    ``axis`` None, over each sample flattened, giving (N, 1 or 2, top_k) padded with 1s to
+    ``rank`` axes, as Caffe's top keeps the bottom's rank.
 
-    def __init__(self, axis=None, top_k=1, out_max_val=False, **kwargs):
+    Caffe sorts (value, index) pairs in descending order, so among equal values the larger
+    index comes first; ``top_k`` prefers the smaller, so it runs on the reversed axis.
+    """
+
+    def __init__(self, axis=None, top_k=1, out_max_val=False, rank=3, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
         self.top_k = int(top_k)
         self.out_max_val = out_max_val
+        self.rank = int(rank)
+
+    def _top_k(self, x):
+        """``top_k`` along the last axis with Caffe's tie order; indices as floats."""
+        size = x.shape[-1]
+        values, reversed_indices = ops.top_k(ops.flip(x, axis=-1), self.top_k)
+        return values, ops.cast(size - 1 - reversed_indices, x.dtype)
 
     def call(self, x):
         if self.axis is None:
             flat = ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
-            values, indices = ops.top_k(flat, self.top_k)
-            indices = ops.cast(indices, x.dtype)
-            if self.out_max_val:
-                return ops.stack([indices, values], axis=1)
-            return ops.expand_dims(indices, 1)
+            values, indices = self._top_k(flat)
+            out = ops.stack([indices, values], axis=1) if self.out_max_val else ops.expand_dims(indices, 1)
+            return ops.reshape(out, (-1,) + self.compute_output_shape(x.shape)[1:])
         rank = len(x.shape)
         perm = [a for a in range(rank) if a != self.axis] + [self.axis]
         inverse = list(np.argsort(perm))
-        values, indices = ops.top_k(ops.transpose(x, perm), self.top_k)
-        out = values if self.out_max_val else ops.cast(indices, x.dtype)
-        return ops.transpose(out, inverse)
+        values, indices = self._top_k(ops.transpose(x, perm))
+        return ops.transpose(values if self.out_max_val else indices, inverse)
 
     def compute_output_shape(self, s):
         if self.axis is None:
-            return (s[0], 2 if self.out_max_val else 1, self.top_k)
+            return (s[0], 2 if self.out_max_val else 1, self.top_k) + (1,) * (self.rank - 3)
         s = list(s)
         s[self.axis] = self.top_k
         return tuple(s)
 
     def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "top_k": self.top_k, "out_max_val": self.out_max_val}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "top_k": self.top_k,
+            "out_max_val": self.out_max_val,
+            "rank": self.rank,
+        }
 
 
 @register

@@ -15,8 +15,8 @@ SHAPES = {}
 # Types whose single top has the shape of their first bottom.
 ELEMENTWISE = [
     "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold",
-    "Clip", "Swish", "Dropout", "Softmax", "BatchNorm", "Scale", "Bias", "LRN", "MVN",
-    "ReLU6", "HardSigmoid", "HardSwish", "GELU", "Mish", "BN", "Normalize", "ShuffleChannel",
+    "Clip", "Swish", "Dropout", "Softmax", "Scale", "Bias",
+    "ReLU6", "HardSigmoid", "HardSwish", "GELU", "Mish",
 ]
 
 
@@ -61,9 +61,54 @@ def spatial_params(p, prefix, default, n=2):
     return tuple(values)
 
 
+def legacy_shape(shape, what):
+    """Caffe's ``(num(), channels(), height(), width())`` of a blob: its axes padded with 1s to
+    four. Caffe aborts on these accessors for a blob of more than four axes."""
+    if len(shape) > 4:
+        raise ConversionError(
+            f"{what} reads its bottom as (num, channels, height, width); it cannot have {len(shape)} axes {list(shape)}"
+        )
+    return tuple(shape) + (1,) * (4 - len(shape))
+
+
+def needs_4d(shape, what):
+    if len(shape) != 4:
+        raise ConversionError(f"{what} needs a 4-D (num, channels, height, width) bottom, got {list(shape)}")
+    return shape
+
+
 @shape(*ELEMENTWISE)
 def shape_elementwise(node, bottoms):
     return [bottoms[0]]
+
+
+@shape("BatchNorm")
+def shape_batch_norm(node, bottoms):
+    if len(bottoms[0]) < 2:
+        raise ConversionError(f"BatchNorm needs a bottom with a channel axis, got {list(bottoms[0])}")
+    return [bottoms[0]]
+
+
+@shape("PReLU", "Normalize")
+def shape_channelwise_legacy(node, bottoms):
+    """Same shape; Caffe reads the channels with its legacy accessors and needs 2 to 4 axes."""
+    if len(bottoms[0]) < 2:
+        raise ConversionError(f"{node.type} needs a bottom with a channel axis, got {list(bottoms[0])}")
+    legacy_shape(bottoms[0], node.type)
+    return [bottoms[0]]
+
+
+@shape("MVN")
+def shape_mvn(node, bottoms):
+    """MVN reshapes its top to (num, channels, height, width): 4-D whatever the bottom's rank."""
+    return [legacy_shape(bottoms[0], "MVN")]
+
+
+@shape("LRN", "BN", "ShuffleChannel")
+def shape_same_4d(node, bottoms):
+    if node.type == "ShuffleChannel" and node.param.shuffle_channel_param.group < 1:
+        raise ConversionError("ShuffleChannel group must be positive")
+    return [needs_4d(bottoms[0], node.type)]
 
 
 @shape("Eltwise")
@@ -214,6 +259,8 @@ def shape_flatten(node, bottoms):
     b = bottoms[0]
     start = canonical_axis(p.axis, len(b))
     end = canonical_axis(p.end_axis, len(b))
+    if end < start:
+        raise ConversionError(f"Flatten end_axis {p.end_axis} comes before axis {p.axis} in a blob of {len(b)} axes")
     return [b[:start] + (math.prod(b[start : end + 1]),) + b[end + 1 :]]
 
 
@@ -295,12 +342,17 @@ def shape_reduction(node, bottoms):
 def shape_argmax(node, bottoms):
     p = node.param.argmax_param
     b = bottoms[0]
+    if p.top_k < 1:
+        raise ConversionError("ArgMax top_k must be at least 1")
     if p.HasField("axis"):
         axis = canonical_axis(p.axis, len(b))
         if p.top_k > b[axis]:
             raise ConversionError(f"top_k {p.top_k} exceeds axis size {b[axis]}")
         return [b[:axis] + (p.top_k,) + b[axis + 1 :]]
-    return [(b[0], 2 if p.out_max_val else 1, p.top_k)]
+    if p.top_k > math.prod(b[1:]):
+        raise ConversionError(f"top_k {p.top_k} exceeds the {math.prod(b[1:])} values of each item")
+    # Caffe keeps the bottom's rank (at least 3): (N, 1 or 2, top_k, 1, ...).
+    return [(b[0], 2 if p.out_max_val else 1, p.top_k) + (1,) * (len(b) - 3)]
 
 
 @shape("Tile")
@@ -314,6 +366,8 @@ def shape_tile(node, bottoms):
 
 @shape("Embed")
 def shape_embed(node, bottoms):
+    if node.param.embed_param.input_dim < 1:
+        raise ConversionError("Embed input_dim must be positive (the number of rows of its table)")
     return [bottoms[0] + (node.param.embed_param.num_output,)]
 
 
@@ -325,7 +379,7 @@ def shape_axpy(node, bottoms):
     """SENet's ``a * x + y``: bottoms (N, C, 1, 1) scale, x and y; the top has x's shape."""
     if len(bottoms) != 3:
         raise ConversionError("Axpy needs three bottoms (scale, x, y)")
-    a, x, y = bottoms
+    a, x, y = (needs_4d(b, "Axpy") for b in bottoms)
     if x != y or a[:2] != x[:2] or any(d != 1 for d in a[2:]):
         raise ConversionError(f"Axpy bottoms {list(a)}, {list(x)}, {list(y)} do not fit a * x + y")
     return [x]
@@ -344,16 +398,29 @@ def prior_aspect_ratios(p):
 
 
 def priors_per_cell(p):
+    """Priors per feature-map cell, after PriorBox's own checks (prior_box_layer.cpp LayerSetUp)."""
     if not p.min_size:
         raise ConversionError("PriorBox needs min_size")
     if p.max_size and len(p.max_size) != len(p.min_size):
         raise ConversionError(f"PriorBox has {len(p.max_size)} max_size for {len(p.min_size)} min_size")
+    if min(p.min_size) <= 0:
+        raise ConversionError("PriorBox min_size must be positive")
+    if any(big <= small for small, big in zip(p.min_size, p.max_size)):
+        raise ConversionError("PriorBox max_size must be greater than its min_size")
+    if any(not ar > 0 for ar in p.aspect_ratio):
+        # Caffe fills such boxes with inf or NaN coordinates: nothing a detector can use.
+        raise ConversionError(f"PriorBox aspect_ratio must be positive, got {list(p.aspect_ratio)}")
+    if any(not v > 0 for v in p.variance):
+        raise ConversionError("PriorBox variance must be positive")
+    for field in ("img_size", "img_h", "img_w", "step", "step_h", "step_w"):
+        if p.HasField(field) and not getattr(p, field) > 0:
+            raise ConversionError(f"PriorBox {field} must be positive")
     return len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
 
 
 @shape("PriorBox")
 def shape_prior_box(node, bottoms):
-    _, _, h, w = bottoms[0]
+    _, _, h, w = legacy_shape(bottoms[0], "PriorBox")
     return [(1, 2, h * w * priors_per_cell(node.param.prior_box_param) * 4)]
 
 
@@ -394,7 +461,7 @@ def nearest_scale(p):
 @shape("Upsample")
 def shape_upsample(node, bottoms):
     p = node.param.upsample_param
-    n, c, h, w = bottoms[0]
+    n, c, h, w = needs_4d(bottoms[0], "Upsample")
     if len(bottoms) == 2:
         if bottoms[1] != bottoms[0]:
             raise ConversionError(f"Upsample mask {list(bottoms[1])} differs from its input {list(bottoms[0])}")
@@ -408,16 +475,17 @@ def shape_bilinear_interpolate(node, bottoms):
     p = node.param.bilinear_interpolate_param
     if not (p.dst_h and p.dst_w):
         raise ConversionError("BilinearInterpolate needs dst_h and dst_w")
-    return [bottoms[0][:2] + (p.dst_h, p.dst_w)]
+    # Caffe's top is (num, channels, dst_h, dst_w) of the bottom read as 4-D, whatever its rank.
+    return [legacy_shape(bottoms[0], "BilinearInterpolate")[:2] + (p.dst_h, p.dst_w)]
 
 
 def interp_size(p, bottoms):
     """PSPNet's Interp output size (interp_layer.cpp Reshape), from the padded input size."""
-    _, _, h, w = bottoms[0]
+    _, _, h, w = needs_4d(bottoms[0], "Interp")
     if p.use_blob_size or len(bottoms) == 2:
         if len(bottoms) != 2:
             raise ConversionError("Interp with use_blob_size needs a second bottom")
-        return tuple(bottoms[1][2:])
+        return legacy_shape(bottoms[1], "Interp's size bottom")[2:]
     h_eff, w_eff = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
     shrink, zoom = p.HasField("shrink_factor"), p.HasField("zoom_factor")
     if (shrink and p.shrink_factor < 1) or (zoom and p.zoom_factor < 1):
@@ -442,7 +510,7 @@ def shape_interp(node, bottoms):
 @shape("PixelShuffle")
 def shape_pixel_shuffle(node, bottoms):
     r = node.param.pixelshuffle_param.upscale_factor
-    n, c, h, w = bottoms[0]
+    n, c, h, w = needs_4d(bottoms[0], "PixelShuffle")
     if r < 1 or c % (r * r):
         raise ConversionError(f"PixelShuffle upscale_factor {r} does not divide {c} channels into r*r groups")
     return [(n, c // (r * r), h * r, w * r)]
@@ -451,7 +519,7 @@ def shape_pixel_shuffle(node, bottoms):
 @shape("Pad")
 def shape_pad(node, bottoms):
     p = node.param.pad_param
-    n, c, h, w = bottoms[0]
+    n, c, h, w = needs_4d(bottoms[0], "Pad")
     return [(n, c, h + p.pad_u + p.pad_d, w + p.pad_l + p.pad_r)]
 
 
@@ -459,7 +527,7 @@ def shape_pad(node, bottoms):
 def shape_reorg(node, bottoms):
     p = node.param.reorg_param
     s = p.stride
-    n, c, h, w = bottoms[0]
+    n, c, h, w = needs_4d(bottoms[0], "Reorg")
     if s < 1:
         raise ConversionError("Reorg needs a positive stride")
     # darknet's index formula needs both, whichever the direction (reorg_layer.cpp checks them).
@@ -480,7 +548,9 @@ NOT_CONVERTIBLE = ("ROIAlign",)
 def shape_yolo_detection_output(node, bottoms):
     """One row per anchor box of the grid: the kept detections, then padding rows."""
     p = node.param.yolo_detection_output_param
-    n, c, h, w = bottoms[0]
+    n, c, h, w = needs_4d(bottoms[0], "YoloDetectionOutput")
+    if p.num_box < 1:
+        raise ConversionError("YoloDetectionOutput num_box must be positive")
     if n != 1:
         raise ConversionError(f"YoloDetectionOutput takes one image (Caffe checks num == 1), got {n}")
     if p.coords != 4 or c % p.num_box or c // p.num_box < 5 + p.num_classes:
@@ -504,7 +574,7 @@ def shape_yolov3_detection_output(node, bottoms):
     if groups < p.num_box or any(2 * m + 1 >= len(p.biases) for m in p.mask):
         raise ConversionError(f"mask {list(p.mask)} does not pick {p.num_box} bias pairs per scale")
     total = 0
-    for n, c, h, w in bottoms:
+    for n, c, h, w in (needs_4d(b, "Yolov3DetectionOutput") for b in bottoms):
         if n != 1 or h != w or c != p.num_box * (5 + p.num_classes):
             raise ConversionError(
                 f"bottom {[n, c, h, w]} is not one square map of {p.num_box} boxes of {5 + p.num_classes} values"

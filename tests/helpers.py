@@ -41,7 +41,9 @@ def assert_close(actual, expected, what):
 def max_error(actual, expected):
     if actual.size == 0:
         return 0.0
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    actual, expected = actual.astype(np.float64), expected.astype(np.float64)
+    both_nan = np.isnan(actual) & np.isnan(expected)  # Caffe's own NaN (log of a negative) is matched
+    diff = np.where(both_nan, 0.0, np.abs(actual - expected))
     if np.isnan(diff).any():
         return float("inf")
     return float(np.max(diff))
@@ -138,8 +140,10 @@ def _fed_blob(graph, name):
     return None
 
 
-def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="deploy.prototxt", conversion=None):
-    """Convert a golden net and compare it with real Caffe; returns ``{what: max abs error}``.
+def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="deploy.prototxt", conversion=None,
+                 relative=False):
+    """Convert a golden net and compare it with real Caffe; returns ``{what: max abs error}``, or
+    with ``relative`` ``{what: max abs error / max(1, max|caffe|)}``.
 
     Top-level nets: every ``layer/<layer>/<top>`` in expected.npz whose layer is in the converted
     graph. Zoo nets (meta.json says ``outputs only``): every layer top through its samples in
@@ -165,6 +169,14 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
     }
     errors, failures, missing = {}, [], []
 
+    def full(a, e, what):
+        err = assert_close(a, e, what)
+        return err / max(1.0, float(np.max(np.abs(e))) if e.size else 0.0) if relative else err
+
+    def sampled(a, stats, what):
+        err = assert_samples(a, stats, what)
+        return err / max(1.0, abs(stats["min"]), abs(stats["max"])) if relative else err
+
     def compare(what, fn):
         try:
             errors[what] = fn()
@@ -181,7 +193,7 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
                 if (layer["name"], top) not in actual:
                     missing.append(what)
                     continue
-                compare(what, lambda a=actual[(layer["name"], top)], s=stats, w=what: assert_samples(a, s, w))
+                compare(what, lambda a=actual[(layer["name"], top)], s=stats, w=what: sampled(a, s, w))
 
     # Full tensors: every layer top (top-level nets) or the network outputs (zoo nets).
     last_value = {}
@@ -195,7 +207,7 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
         if (layer, top) not in actual:
             missing.append(key)
             continue
-        compare(key, lambda a=actual[(layer, top)], e=expected[key], k=key: assert_close(a, e, k))
+        compare(key, lambda a=actual[(layer, top)], e=expected[key], k=key: full(a, e, k))
 
     # What fed the output layers (zoo nets): logits before the final Softmax and the like.
     for key in expected.files:
@@ -205,7 +217,7 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
         if bid is None or bid not in by_id:
             missing.append(key)
             continue
-        compare(key, lambda a=by_id[bid], e=expected[key], k=key: assert_close(a, e, k))
+        compare(key, lambda a=by_id[bid], e=expected[key], k=key: full(a, e, k))
 
     # The model itself: its outputs are Caffe's and hold Caffe's values.
     outputs = run_outputs(conversion, inputs)
@@ -216,7 +228,7 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
     for name, value in outputs.items():
         if name in last_value:
             key, what = last_value[name], f"output {name} ({last_value[name]})"
-            compare(f"output/{name}", lambda a=value, e=expected[key], w=what: assert_close(a, e, w))
+            compare(f"output/{name}", lambda a=value, e=expected[key], w=what: full(a, e, w))
 
     assert not missing, f"{net_dir.name}: converted graph lacks expected layer tops: {', '.join(missing)}"
     assert errors or failures, f"{net_dir.name}: nothing was compared"

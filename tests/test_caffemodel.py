@@ -117,9 +117,20 @@ def test_float_data_is_a_view_of_the_file_not_a_copy(tmp_path):
     np.testing.assert_array_equal(blob.ravel(), values)
 
 
-def test_a_layer_record_without_a_name_is_refused(tmp_path):
-    path = _write(tmp_path / "noname.caffemodel", _bytes(100, _bytes(2, b"ReLU")))
-    with pytest.raises(ConversionError, match="without a name"):
+def test_a_nameless_record_without_blobs_is_passed_over(tmp_path):
+    # Real Caffe writes a nameless layer (a training net's data layer) without a name field;
+    # fixtures/golden/nameless_layers holds such a caffemodel written by Caffe itself.
+    v2 = _bytes(100, _bytes(2, b"ReLU"))
+    v1 = _bytes(2, _varint(5 << 3) + _varint(18))  # V1LayerParameter{type: RELU}, no name
+    path = _write(tmp_path / "noname.caffemodel", v2 + v1 + _layer("fc", _shape(2) + _bytes(5, np.ones(2, np.float32).tobytes())))
+    assert list(caffemodel.load(path).layers) == ["fc"]
+
+
+def test_a_nameless_record_with_blobs_is_refused(tmp_path):
+    # Its weights could bind to no layer: refused rather than dropped.
+    blob = _shape(2) + _bytes(5, np.ones(2, np.float32).tobytes())
+    path = _write(tmp_path / "noname.caffemodel", _bytes(100, _bytes(2, b"Convolution") + _bytes(7, blob)))
+    with pytest.raises(ConversionError, match="a layer record with 1 blob\\(s\\) but no name"):
         caffemodel.load(path)
 
 

@@ -5,10 +5,11 @@ Top-level nets (fixtures/golden/<net>) are compared on every layer top; zoo repl
 top through real Caffe's recorded samples, plus their full outputs.
 """
 
+import keras
 import numpy as np
 import pytest
 from conftest import GOLDEN, shared_path
-from helpers import assert_close, build, check_golden
+from helpers import assert_close, build, check_golden, model_inputs
 
 TOP_NETS = [
     "pooling_edges",
@@ -20,6 +21,11 @@ TOP_NETS = [
     "shape_ops",
     "v1_legacy",
     "extensions",
+    "caffe_order",
+    "argmax_ties",
+    "batchnorm_batch_stats",
+    "legacy_shapes",
+    "nameless_layers",
 ]
 
 # The same weights in Caffe's other storage formats.
@@ -64,6 +70,43 @@ SHARED_ZOO_NETS = [
 @pytest.mark.parametrize("net", TOP_NETS)
 def test_golden_net(net):
     check_golden(GOLDEN / net)
+
+
+@pytest.mark.parametrize("net", ["caffe_order", "argmax_ties", "batchnorm_batch_stats", "legacy_shapes"])
+def test_new_layer_configs_reload_in_safe_mode(tmp_path, net):
+    # BatchNorm on batch statistics, ArgMax's rank, the legacy 4-D views: saved and loaded, the same outputs.
+    conversion = build(GOLDEN / net / "deploy.prototxt", GOLDEN / net / "weights.caffemodel")
+    expected = np.load(GOLDEN / net / "expected.npz")
+    feed = model_inputs(conversion, {k[len("input/"):]: expected[k] for k in expected.files if k.startswith("input/")})
+    conversion.model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    for got, want in zip(reloaded(feed, training=False), conversion.model(feed, training=False)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_argmax_ties_fixture_holds_ties():
+    # Without equal values among the top k the fixture could not tell Caffe's tie order apart.
+    expected = np.load(GOLDEN / "argmax_ties" / "expected.npz")
+    values = expected["layer/am_all_val/am_all_val"][:, 1, :, 0]
+    assert any(len(set(row)) < len(row) for row in values)
+
+
+def test_batch_statistics_differ_from_the_stored_ones():
+    # Negative control: normalising by the stored statistics would miss Caffe's bn_batch.
+    expected = np.load(GOLDEN / "batchnorm_batch_stats" / "expected.npz")
+    batch, stored = expected["layer/bn_batch/bn_batch"], expected["layer/bn_stored/bn_stored"]
+    with pytest.raises(AssertionError):
+        assert_close(stored, batch, "stored statistics")
+
+
+def test_average_pooling_adds_in_caffes_order():
+    # Bit for bit: Caffe adds a window's values in row-major order; the converted model must too.
+    errors = check_golden(GOLDEN / "pooling_sum_order")
+    assert errors and all(err == 0.0 for err in errors.values()), errors
+    # Negative control: a mean reduced in another order misses Caffe's rounding.
+    expected = np.load(GOLDEN / "pooling_sum_order" / "expected.npz")
+    tree = expected["input/data"].mean(axis=(2, 3), dtype=np.float32)
+    assert np.abs(tree - expected["layer/global/global"][:, :, 0, 0]).max() > 0
 
 
 @pytest.mark.parametrize("net, caffemodel", OTHER_WEIGHTS, ids=[f"{n}-{w}" for n, w in OTHER_WEIGHTS])

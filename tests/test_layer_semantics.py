@@ -67,22 +67,6 @@ def test_clip_and_swish(tmp_path):
     assert_close(out["swish"], x / (1 + np.exp(-1.5 * x)), "swish")
 
 
-def test_argmax_without_axis_gives_indices_then_values(tmp_path):
-    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
-    out = run(
-        tmp_path,
-        'input: "data" input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }\n'
-        'layer { name: "am" type: "ArgMax" bottom: "data" top: "am" argmax_param { top_k: 3 out_max_val: true } }\n'
-        'layer { name: "am_axis" type: "ArgMax" bottom: "data" top: "am_axis" argmax_param { top_k: 2 axis: 3 } }',
-        {"data": x},
-    )
-    flat = x.reshape(2, -1)  # Caffe flattens each sample in C, H, W order
-    order = np.argsort(-flat, axis=1)[:, :3]
-    want = np.stack([order, np.take_along_axis(flat, order, 1)], axis=1)
-    assert_close(out["am"], want, "argmax out_max_val")
-    assert_close(out["am_axis"], np.argsort(-x, axis=3)[..., :2].astype(np.float32), "argmax axis 3")
-
-
 @pytest.mark.parametrize("op,fn", [("SUM", np.sum), ("ASUM", lambda a, axis: np.abs(a).sum(axis)), ("MEAN", np.mean)])
 def test_reduction_over_trailing_axes(tmp_path, op, fn):
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)

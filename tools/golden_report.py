@@ -1,4 +1,6 @@
-"""Print, for every golden network, the largest error of any compared tensor against real Caffe.
+"""Print, for every golden network, the largest error of any compared tensor against real Caffe:
+absolute, and relative (max|Δ| / max(1, max|caffe|) of the tensor), then how the nets' relative
+errors are distributed.
 
     python tools/golden_report.py [GOLDEN_DIR ...]
 
@@ -26,7 +28,8 @@ def nets(base):
 def main(argv):
     bases = [Path(a) for a in argv] or [ROOT / "fixtures" / "golden", ROOT.parent / "shared" / "golden"]
     seen = set()
-    print(f"{'network':32s} {'tensors':>7s} {'max |Δ|':>10s}  status")
+    print(f"{'network':32s} {'tensors':>7s} {'max |Δ|':>10s} {'max rel':>10s}  status")
+    worst = []
     for base in bases:
         if not base.exists():
             continue
@@ -38,11 +41,18 @@ def main(argv):
             proto = "train_val_phase.prototxt" if (d / "train_val_phase.prototxt").exists() else "deploy.prototxt"
             try:
                 errors = check_golden(d, prototxt_name=proto)
-                print(f"{name:32s} {len(errors):7d} {max(errors.values()):10.3g}  ok")
+                rel = max(check_golden(d, prototxt_name=proto, relative=True).values())
+                worst.append(rel)
+                print(f"{name:32s} {len(errors):7d} {max(errors.values()):10.3g} {rel:10.3g}  ok")
             except AssertionError as err:
                 print(f"{name:32s} {'':7s} {'':10s}  FAIL {str(err).splitlines()[0][:80]}")
             except Exception as err:  # report and go on: this is a report, not a test
                 print(f"{name:32s} {'':7s} {'':10s}  ERROR {type(err).__name__}: {str(err)[:80]}")
+    if worst:
+        bounds = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
+        counts = [sum(1 for w in worst if w <= b) for b in bounds]
+        print(f"{len(worst)} nets, largest relative error per net: "
+              + ", ".join(f"<= {b:.0e}: {c}" for b, c in zip(bounds, counts)) + f"; max {max(worst):.3g}")
 
 
 if __name__ == "__main__":

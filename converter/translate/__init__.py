@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import ConversionError, InternalError
 from ..layout import CAFFE, Tensor, canonical, keras_shape
+from ..shapes import legacy_shape
 
 TRANSLATORS = {}
 
@@ -95,6 +96,16 @@ class Context:
             )
         return self._converted[key]
 
+    def legacy(self, tensor, node):
+        """``tensor`` as Caffe's legacy (num, channels, height, width) view: a blob of fewer axes
+        padded with 1s, as layers reading their bottom with Caffe's num()/channels()/height()/
+        width() see it."""
+        if tensor.rank == 4:
+            return tensor
+        shape = legacy_shape(tensor.shape, node.type)
+        value = keras.layers.Reshape(shape[1:], name=self._unique(f"{keras_name(node.name)}_as_4d"))(tensor.value)
+        return Tensor(value, shape, CAFFE)
+
     def canonical(self, tensor, node=None):
         return self.as_layout(tensor, canonical(tensor.shape), node)
 
@@ -168,14 +179,20 @@ def build_model(graph, weights=None):
         ctx.name(node)  # reserve the Caffe name before helpers take theirs
         outs = TRANSLATORS[node.type](ctx, node, [values[b] for b in node.bottoms])
         if len(outs) != len(node.tops):
-            raise ctx.fail(node, f"internal: translator made {len(outs)} outputs for {len(node.tops)} tops")
+            raise InternalError(
+                f"internal: translator made {len(outs)} outputs for {len(node.tops)} tops", file=graph.path, layer=node.name
+            )
         for bid, out in zip(node.tops, outs):
             shape = graph.shape(bid)
             value, layout = out if isinstance(out, tuple) else (out, canonical(shape))
             expected = keras_shape(shape, layout)
             got = tuple(value.shape)
             if len(got) != len(expected) or any(g is not None and g != e for g, e in zip(got[1:], expected[1:])):
-                raise ctx.fail(node, f"internal: built tensor {got} but Caffe's shape is {list(shape)} ({layout})")
+                raise InternalError(
+                    f"internal: built tensor {got} but Caffe's shape is {list(shape)} ({layout})",
+                    file=graph.path,
+                    layer=node.name,
+                )
             values[bid] = Tensor(value, shape, layout)
 
     outputs = []

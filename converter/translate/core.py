@@ -129,25 +129,30 @@ def inner_product(ctx, node, inputs):
     axis = p.axis % x.rank
     n_in = int(np.prod(x.shape[axis:]))
     chw = None
-    if axis == 1 and x.rank == 4 and x.layout == NHWC and np.prod(x.shape[2:]) > 1:
-        # Flatten the NHWC tensor as it is and reorder the weight rows instead of the activations.
+    if axis == 1 and x.rank == 4 and x.layout == NHWC:
+        # Flatten the NHWC tensor as it is and reorder the weight rows (C,H,W -> H,W,C) instead of
+        # the activations. A blob held in Caffe order flattens in Caffe's order as it is.
         chw = x.shape[1:]
         value = keras.layers.Flatten(name=ctx.name(node, "flatten"))(x.value)
-    elif axis == 1 and x.rank > 2:
-        value = keras.layers.Flatten(name=ctx.name(node, "flatten"))(ctx.as_layout(x, NHWC if x.rank == 4 else CAFFE, node))
+    elif axis == 0:
+        # The whole blob, batch included, is one row: Caffe's top is (num_output,).
+        value = layers.Reshape((1, n_in), name=ctx.name(node, "flatten"))(ctx.caffe(x, node))
     elif x.rank > axis + 1:
         value = ctx.caffe(x, node)
         value = keras.layers.Reshape(tuple(x.shape[1:axis]) + (n_in,), name=ctx.name(node, "flatten"))(value)
     else:
         value = ctx.caffe(x, node)
     out_layout = CAFFE if axis + 1 == 4 else None
-    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    name = ctx.name(node, "dense") if axis == 0 else ctx.name(node)
+    layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=name)
     w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
     params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
     k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw) if params is not None else None
     y = _call_holding(layer, value, k)
     if params is not None and p.bias_term:
         layer.bias.assign(params[1].reshape(-1))
+    if axis == 0:
+        y = layers.Reshape((p.num_output,), name=ctx.name(node))(y)
     return [(y, CAFFE) if out_layout else y]
 
 

@@ -6,7 +6,7 @@ import math
 
 from .. import layers
 from ..layout import CAFFE
-from ..shapes import detection_rows, prior_aspect_ratios
+from ..shapes import detection_rows, legacy_shape, prior_aspect_ratios
 from . import translator
 
 
@@ -14,13 +14,14 @@ from . import translator
 def prior_box(ctx, node, inputs):
     p = node.param.prior_box_param
     feature, image = inputs[0], inputs[1] if len(inputs) > 1 else None
-    fh, fw = feature.shape[2:]
+    # Caffe reads both bottoms' sizes with its legacy height()/width(): 1 past a blob's last axis.
+    fh, fw = legacy_shape(feature.shape, "PriorBox")[2:]
     if p.HasField("img_h") or p.HasField("img_w"):
         ih, iw = p.img_h, p.img_w
     elif p.HasField("img_size"):
         ih = iw = p.img_size
     elif image is not None:
-        ih, iw = image.shape[2:]
+        ih, iw = legacy_shape(image.shape, "PriorBox")[2:]
     else:
         raise ctx.fail(node, "PriorBox needs the image as second bottom, or img_size / img_h and img_w")
     if p.HasField("step_h") or p.HasField("step_w"):
@@ -43,7 +44,7 @@ def prior_box(ctx, node, inputs):
         variances=list(p.variance),
         name=ctx.name(node),
     )
-    return [layer(ctx.canonical(feature, node))]
+    return [layer(feature.value)]  # the priors depend on sizes only
 
 
 @translator("DetectionOutput")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from .. import layers
-from ..layout import CAFFE
+from ..layout import CAFFE, NHWC, Tensor
 from ..shapes import NOT_CONVERTIBLE, interp_size, nearest_scale, pool_geometry, refusal, upsample_size
 from . import translator
 
@@ -26,7 +26,7 @@ def axpy(ctx, node, inputs):
 def shuffle_channel(ctx, node, inputs):
     x = inputs[0]
     group = node.param.shuffle_channel_param.group
-    if x.rank != 4 or x.shape[1] % group:
+    if x.shape[1] % group:
         raise ctx.fail(node, f"group {group} does not divide the {x.shape[1]} channels of {list(x.shape)}")
     return [layers.ShuffleChannel(group, name=ctx.name(node))(ctx.canonical(x, node))]
 
@@ -35,14 +35,17 @@ def shuffle_channel(ctx, node, inputs):
 def normalize(ctx, node, inputs):
     p = node.param.norm_param
     x = inputs[0]
-    if x.rank != 4:
-        raise ctx.fail(node, "Normalize needs a 4-D bottom")
+    # Caffe normalises a 2-D or 3-D bottom as its (num, channels, height, width) view.
+    x4 = ctx.legacy(x, node)
     layer = layers.Normalize(p.across_spatial, p.channel_shared, p.eps, name=ctx.name(node))
-    y = layer(ctx.canonical(x, node))
+    y = layer(ctx.canonical(x4, node))
     params = ctx.params(node, [(1,) if p.channel_shared else (x.shape[1],)])
     if params is not None:
         layer.set_weights([params[0].reshape(-1)])
-    return [y]
+    if x.rank == 4:
+        return [y]
+    y = ctx.caffe(Tensor(y, x4.shape, NHWC), node)
+    return [keras.layers.Reshape(x.shape[1:], name=ctx.name(node, "unpad"))(y)]
 
 
 def _is_pspnet_bn(node, blobs):
@@ -144,6 +147,7 @@ def bilinear_interpolate(ctx, node, inputs):
     x = inputs[0]
     if not p.align_corners:
         raise ctx.fail(node, "BilinearInterpolate without align_corners is not supported")
+    x = ctx.legacy(x, node)
     layer = layers.BilinearResize(x.shape[2:], (p.dst_h, p.dst_w), name=ctx.name(node))
     return [layer(ctx.canonical(x, node))]
 

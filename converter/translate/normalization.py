@@ -98,7 +98,8 @@ def bias(ctx, node, inputs):
 @translator("MVN")
 def mvn(ctx, node, inputs):
     p = node.param.mvn_param
-    x = inputs[0]
+    # Caffe's top is the bottom read as (num, channels, height, width), whatever its rank.
+    x = ctx.legacy(inputs[0], node)
     first = 1 if p.across_channels else 2
     axes = sorted(x.axis(a) for a in range(first, x.rank))
     layer = layers.MVN(axes, normalize_variance=p.normalize_variance, eps=p.eps, name=ctx.name(node))

@@ -169,7 +169,8 @@ def reduction(ctx, node, inputs):
     layout = x.layout if value is x.value else CAFFE
     axes = sorted(_keras_axis(layout, a, x.rank) for a in range(axis, x.rank))
     y = layers.Reduction(op, axes, p.coeff, name=ctx.name(node))(value)
-    return [y]
+    # A 4-D top (from a 5-D bottom) comes out in Caffe's order.
+    return [(y, CAFFE)]
 
 
 @translator("ArgMax")
@@ -180,8 +181,9 @@ def argmax(ctx, node, inputs):
         axis = canonical_axis(p.axis, x.rank)
         y = layers.ArgMax(x.axis(axis), p.top_k, p.out_max_val, name=ctx.name(node))(x.value)
         return [(y, x.layout)]
-    y = layers.ArgMax(None, p.top_k, p.out_max_val, name=ctx.name(node))(ctx.caffe(x, node))
-    return [y]
+    rank = len(ctx.shape(node))
+    y = layers.ArgMax(None, p.top_k, p.out_max_val, rank=rank, name=ctx.name(node))(ctx.caffe(x, node))
+    return [(y, CAFFE)]
 
 
 @translator("Tile")
@@ -189,8 +191,6 @@ def tile(ctx, node, inputs):
     x = inputs[0]
     p = node.param.tile_param
     axis = canonical_axis(p.axis, x.rank)
-    if axis == 0:
-        raise ctx.fail(node, "tiling the batch axis is not supported")
     # Caffe repeats the whole axis (a b c a b c), which does not depend on the layout.
     repeats = [1] * x.rank
     repeats[x.axis(axis)] = p.tiles

@@ -25,8 +25,12 @@ def pooling(ctx, node, inputs):
         layer = layers.MaxPoolingWithMask(kernel, stride, pad, in_hw, out_hw, name=ctx.name(node))
         return layer(value)
     if p.global_pooling or (kernel == in_hw and out_hw == (1, 1) and not any(pad)):
-        cls = keras.layers.GlobalMaxPooling2D if kind == "MAX" else keras.layers.GlobalAveragePooling2D
-        return [cls(keepdims=True, name=ctx.name(node))(value)]
+        if kind == "MAX":
+            return [keras.layers.GlobalMaxPooling2D(keepdims=True, name=ctx.name(node))(value)]
+        # Caffe sums a window in row-major order, one value after another, then divides; so does
+        # TensorFlow's average pool (bit for bit), where a global mean reduces in another order.
+        # Squeeze-and-excitation gates amplify that rounding difference ~50x (SE-ResNet-50).
+        return [keras.layers.AveragePooling2D(pool_size=in_hw, name=ctx.name(node))(value)]
     valid_hw = tuple((s - k) // st + 1 for s, k, st in zip(in_hw, kernel, stride))
     if not any(pad) and valid_hw == out_hw:
         # No padding and no ceil overhang: Caffe's windows are exactly Keras' VALID windows.
@@ -48,8 +52,6 @@ def lrn(ctx, node, inputs):
     p = node.param.lrn_param
     if p.local_size % 2 == 0:
         raise ctx.fail(node, f"LRN local_size must be odd, got {p.local_size}")
-    if inputs[0].rank != 4:
-        raise ctx.fail(node, "LRN needs a 4-D bottom")
     region = "across" if p.norm_region == p.ACROSS_CHANNELS else "within"
     layer = layers.LRN(local_size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k, region=region, name=ctx.name(node))
     return [layer(ctx.canonical(inputs[0], node))]

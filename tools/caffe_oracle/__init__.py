@@ -5,6 +5,11 @@ process with TensorFlow. :func:`forward` writes a job file, runs ``caffe_side.py
 oracle's interpreter and reads back ``.npz`` results; :func:`solve` does the same with
 ``solver_side.py``, running Caffe's solver for a few iterations. Where the oracle is (first found wins):
 ``$CAFFE_ORACLE_DIR/run_caffe.sh``, ``~/.cache/caffe-oracle/run_caffe.sh``.
+
+Where this Caffe differs from the Caffe a prototxt was written for, :func:`for_this_caffe`
+rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Not rewritable, so not a
+reference: its PriorBox truncates ``min_size``/``max_size`` to integers (SSD keeps floats; a
+detector with ``min_size: 51.2`` gets boxes ~7e-4 off, where OpenCV and the converter agree).
 """
 
 import json
@@ -49,9 +54,47 @@ def missing_reason():
 _ROUND_MODE = re.compile(r"\bround_mode\s*:\s*(CEIL|FLOOR|0|1)\b")
 
 
+# This Caffe's PriorBox `clip` defaults to true; SSD's (weiliu89/caffe) defaults to false, which is
+# what SSD prototxts rely on: spell the default out where a PriorBox leaves it unset.
+_PRIOR_BOX = re.compile(r"\bprior_box_param\s*\{([^{}]*)\}")
+
+
+def _clip_default(match):
+    if re.search(r"\bclip\s*:", match.group(1)):
+        return match.group(0)
+    return "prior_box_param { clip: false" + match.group(1) + "}"
+
+
+# SENet's Axpy (top = a * x + y, a of shape (N, C, 1, 1)) is not in this Caffe. It is spelled with
+# layers it has: Flatten(a) to (N, C), Scale(x, a) over axis 0, Eltwise SUM with y; the last takes
+# the Axpy layer's name and top, so layer/<name>/<top> is the Axpy's value. Same products and
+# sums as the fork's caffe_axpy, each rounded once (a BLAS axpy may fuse them). Only Axpy layers
+# without nested messages are rewritten; others leave Caffe to refuse the unknown type.
+_LAYER = re.compile(r"\blayer\s*\{[^{}]*\}")
+
+
+def _field(block, name):
+    return re.findall(r"\b%s\s*:\s*[\"']([^\"']*)[\"']" % name, block)
+
+
+def _axpy(match):
+    block = match.group(0)
+    if _field(block, "type") != ["Axpy"] or len(_field(block, "bottom")) != 3 or len(_field(block, "top")) != 1:
+        return block
+    (name,), (a, x, y), (top,) = _field(block, "name") or [top], _field(block, "bottom"), _field(block, "top")
+    return (
+        f'layer {{ name: "{name}/axpy_a" type: "Flatten" bottom: "{a}" top: "{name}/axpy_a" }}\n'
+        f'layer {{ name: "{name}/axpy_ax" type: "Scale" bottom: "{x}" bottom: "{name}/axpy_a" '
+        f'top: "{name}/axpy_ax" scale_param {{ axis: 0 }} }}\n'
+        f'layer {{ name: "{name}" type: "Eltwise" bottom: "{name}/axpy_ax" bottom: "{y}" top: "{top}" }}'
+    )
+
+
 def for_this_caffe(text):
     """Prototxt text rewritten to the dialect of the oracle's Caffe (same semantics)."""
-    return _ROUND_MODE.sub(lambda m: "ceil_mode: " + ("false" if m.group(1) in ("FLOOR", "1") else "true"), text)
+    text = _ROUND_MODE.sub(lambda m: "ceil_mode: " + ("false" if m.group(1) in ("FLOOR", "1") else "true"), text)
+    text = _PRIOR_BOX.sub(_clip_default, text)
+    return _LAYER.sub(_axpy, text)
 
 
 @dataclass
@@ -64,11 +107,12 @@ class Job:
     save_weights: str = None  # where Caffe writes the caffemodel it ran with
     every_layer: bool = True
     stats: bool = False
+    keep: list = None  # blob names whose final values to return as blob/<name> (without every_layer)
 
 
 @dataclass
 class Result:
-    arrays: dict  # input/<blob>, layer/<layer>/<top>, output/<blob>
+    arrays: dict  # input/<blob>, layer/<layer>/<top>, output/<blob>, blob/<kept blob>
     layers: list  # [{"name", "type", "bottoms", "tops": {top: shape or stats}}] in execution order
     inputs: list
     outputs: list
@@ -106,7 +150,7 @@ def forward(jobs, timeout=600):
                 "prototxt": str(proto), "weights": job.weights, "randomize": job.randomize,
                 "save_weights": job.save_weights, "inputs": str(inputs) if inputs else None,
                 "seed": job.seed, "out": str(tmp / f"{i}.npz"), "every_layer": job.every_layer,
-                "stats": job.stats,
+                "stats": job.stats, "keep": job.keep or [],
             })
         pending = list(range(len(jobs)))
         while pending:

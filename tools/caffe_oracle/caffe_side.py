@@ -14,8 +14,9 @@
     out           where to write the .npz of results
     every_layer   true: record each layer's tops right after that layer ran (in-place chains
                   visible step by step) as layer/<layer>/<top>; false: only the network outputs
+    keep          blob names whose values after the forward pass to record as blob/<name>
 
-The .npz holds input/<blob>, layer/<layer>/<top> (every_layer) and output/<blob>; a sidecar
+The .npz holds input/<blob>, layer/<layer>/<top> (every_layer), output/<blob> and blob/<kept>; a sidecar
 ``<out>.json`` holds the layer list (name, type, bottoms, tops with shapes) in execution order,
 or ``{"error": "..."}`` when Caffe refused the net (Caffe's CHECK failures abort the process, so
 the driver also reports a job whose files never appeared).
@@ -93,13 +94,15 @@ def run(job):
 
     layers = []
     names = list(net._layer_names)
+    # By index, not net.top_names[name]: layer names may repeat or be empty (a nameless layer).
+    blob_names = list(net._blob_names)
     every = job.get("every_layer", True)
     if every:
         net.reshape()
         for name in net.inputs:
             net.blobs[name].data[...] = arrays["input/" + name]
     for i, name in enumerate(names):
-        tops = list(net.top_names[name])
+        tops = [blob_names[j] for j in net._top_ids(i)]
         if every:
             net._forward(i, i)
             for top in tops:
@@ -107,13 +110,15 @@ def run(job):
         layers.append({
             "name": name,
             "type": net.layers[i].type,
-            "bottoms": list(net.bottom_names[name]),
+            "bottoms": [blob_names[j] for j in net._bottom_ids(i)],
             "tops": {top: list(net.blobs[top].data.shape) for top in tops},
         })
     if not every:
         net.forward()
     for name in net.outputs:
         arrays["output/" + name] = net.blobs[name].data.copy()
+    for name in job.get("keep", []):
+        arrays["blob/" + name] = net.blobs[name].data.copy()
     np.savez(job["out"], **arrays)
     meta = {"layers": layers, "inputs": list(net.inputs), "outputs": list(net.outputs)}
     if job.get("stats"):
