@@ -6,12 +6,18 @@
     model.tflite  LiteRT / TensorFlow Lite flatbuffer
     model.onnx    ONNX (needs ``tf2onnx``: ``pip install caffe2keras[onnx]``)
 
-Everything is written to a temporary name in the target directory and renamed into place only
-when complete, so an interrupted or failed conversion never leaves a partial file or directory,
-and an existing output is only replaced when asked to.
+Everything is written inside a temporary directory next to the target and moved into place only
+when complete, so an interrupted or failed conversion never leaves a partial file or directory.
+An existing output is only replaced when asked to, and that rule is kept by the final move itself
+(``renameat2`` with ``RENAME_NOREPLACE``, or an exclusive claim of the name where the system lacks
+it), not by an earlier look: of two runs writing one path at once, exactly one wins. Asked to
+replace, the move is one atomic step (a directory is swapped with ``RENAME_EXCHANGE``).
 """
 
 import contextlib
+import ctypes
+import errno
+import functools
 import logging
 import os
 import shutil
@@ -25,6 +31,8 @@ from .errors import ConversionError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
 SAVEDMODEL = "savedmodel"
+# renameat2(2) (linux/fs.h, fcntl.h).
+RENAME_NOREPLACE, RENAME_EXCHANGE, AT_FDCWD = 1, 2, -100
 # Opset 17 is what onnxruntime releases of the last years all run.
 ONNX_OPSET = 17
 
@@ -191,31 +199,86 @@ def save(model, path, force=False):
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     tmp = tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent)
-    if fmt != SAVEDMODEL:
-        # A fresh name inside the temporary directory: Keras picks the format by the suffix.
-        work = Path(tmp) / f"model{target.suffix}"
-    else:
-        work = Path(tmp) / "savedmodel"
+    # A fresh name inside the temporary directory: Keras picks the format by the suffix.
+    work = Path(tmp) / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
     try:
         with _terminate_as_interrupt(), _quiet_absl():
             _write(model, str(work), fmt)
-            _replace(work, target)
+            publish(work, target, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _replace(new, target):
-    """Rename ``new`` onto ``target``; an existing directory is moved aside first, then removed."""
-    if target.is_dir():
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, aside / "old")
+def publish(new, target, force=False):
+    """Move the finished ``new`` (a file or directory) to ``target``.
+
+    Without ``force`` the move itself refuses an existing ``target``, so an output another run
+    wrote since :func:`check_output` looked is never replaced. With ``force`` ``target`` is
+    replaced in one atomic step; a replaced directory is left in ``new``'s parent directory, for
+    the caller to remove with it.
+    """
+    new, target = Path(new), Path(target)
+    if not force:
+        try:
+            if not _renameat2(new, target, RENAME_NOREPLACE):
+                _claim_and_replace(new, target)
+        except FileExistsError:
+            raise ConversionError("the output was created by someone else while converting; pass --force to "
+                                  "replace it", file=target) from None
+        return
+    if new.is_dir() and os.path.lexists(target):
+        if _renameat2(new, target, RENAME_EXCHANGE):
+            return
+        aside = new.with_name(new.name + ".replaced")
+        os.replace(target, aside)
         try:
             os.replace(new, target)
         except BaseException:
-            os.replace(aside / "old", target)
+            os.replace(aside, target)
             raise
-        finally:
-            shutil.rmtree(aside, ignore_errors=True)
+        return
+    os.replace(new, target)
+
+
+def _claim_and_replace(new, target):
+    """``RENAME_NOREPLACE`` where the system lacks it: take the name exclusively with an empty file
+    or directory (FileExistsError when taken), then rename ``new`` over that claim."""
+    if new.is_dir():
+        os.mkdir(target)
     else:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    claim = os.stat(target)
+    try:
         os.replace(new, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            now = os.lstat(target)
+            if (now.st_dev, now.st_ino) == (claim.st_dev, claim.st_ino):  # still ours: take it back
+                (os.rmdir if new.is_dir() else os.unlink)(target)
+        raise
+
+
+def _renameat2(src, dst, flags):
+    """``renameat2(src, dst, flags)``; False when the system or the file system lacks the call or
+    the flag, OSError for any other failure."""
+    call = _libc_renameat2()
+    if call is None:
+        return False
+    if call(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(dst))
+
+
+@functools.cache
+def _libc_renameat2():
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):  # not glibc >= 2.28 (or not Linux)
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call

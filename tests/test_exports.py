@@ -209,3 +209,118 @@ def test_onnx_without_tf2onnx_names_the_extra(tmp_path, monkeypatch):
 def test_bad_output_paths_are_refused_before_work(tmp_path, name, message):
     with pytest.raises(ConversionError, match=message):
         export.check_output(f"{tmp_path}/{name}")
+
+
+def without_renameat2(monkeypatch):
+    """Make export use its fallback, as on systems or file systems without renameat2."""
+    monkeypatch.setattr(export, "_libc_renameat2", lambda: None)
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "claim"])
+@pytest.mark.parametrize("name", ["m.keras", "sm/"])
+def test_output_created_meanwhile_is_not_replaced(tiny, tmp_path, monkeypatch, renameat2, name):
+    """Another run creates the output after the up-front check: the final move refuses it."""
+    if not renameat2:
+        without_renameat2(monkeypatch)
+    write = export._write
+    target = tmp_path / name.rstrip("/")
+
+    def write_while_another_run_finishes(model, path, fmt):
+        write(model, path, fmt)
+        if fmt == export.SAVEDMODEL:
+            target.mkdir()
+            (target / "theirs").write_text("theirs")
+        else:
+            target.write_text("theirs")
+
+    monkeypatch.setattr(export, "_write", write_while_another_run_finishes)
+    with pytest.raises(ConversionError, match="created by someone else while converting; pass --force") as info:
+        export.save(tiny, f"{tmp_path}/{name}")
+    assert info.value.file == str(target) and "\n" not in str(info.value)
+    assert (target / "theirs" if name.endswith("/") else target).read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "aside"])
+def test_force_replaces_a_savedmodel_directory_whole(tiny, tmp_path, monkeypatch, renameat2):
+    if not renameat2:
+        without_renameat2(monkeypatch)
+    directory = tmp_path / "sm"
+    directory.mkdir()
+    (directory / "old.txt").write_text("old")
+    export.save(tiny, f"{directory}/", force=True)
+    assert (directory / "saved_model.pb").is_file() and not (directory / "old.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"]
+
+
+RACER = """
+import os, sys, time
+from pathlib import Path
+import caffe2keras  # TensorFlow's import is the slow, variable part: wait for the others after it
+from caffe2keras import export
+barrier, count = Path(sys.argv[1]), int(sys.argv[2])
+(barrier / str(os.getpid())).touch()
+while len(list(barrier.iterdir())) < count:
+    time.sleep(0.005)
+write = export._write
+
+def write_slowly(*args):  # every run is past the up-front check before any run publishes
+    write(*args)
+    time.sleep(1)
+
+export._write = write_slowly
+from caffe2keras.cli import main
+sys.argv = ["caffe2keras", *sys.argv[3:]]
+main()
+"""
+
+
+def test_simultaneous_runs_without_force_exactly_one_wins(tmp_path):
+    """Real processes started together, two per output, all past the up-front existence check
+    before any publishes: of each pair one writes, the other exits 2 naming the output."""
+    import subprocess
+
+    net = GOLDEN / "zoo" / "lenet"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    targets = [out / "m.h5", out / "sm"]
+    runs = [t for t in targets for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(barrier), str(len(runs)), str(net / "deploy.prototxt"),
+                          str(net / "weights.caffemodel"), "-o", f"{t}/" if t.name == "sm" else str(t), "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for t in runs
+    ]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    for target, pair in zip(targets, (results[i : i + 2] for i in range(0, len(results), 2))):
+        codes = sorted(code for code, _ in pair)
+        assert codes == [0, 2], (target, pair)
+        (loser,) = [err for code, err in pair if code == 2]
+        assert loser.strip().splitlines() == [
+            f"error: {target}: the output was created by someone else while converting; pass --force to replace it"
+        ], loser
+    assert sorted(p.name for p in out.iterdir()) == ["m.h5", "sm"]
+    import keras
+
+    keras.models.load_model(out / "m.h5", safe_mode=True, compile=False)
+    assert (out / "sm" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "claim"])
+def test_an_empty_directory_created_meanwhile_is_not_replaced(tiny, tmp_path, monkeypatch, renameat2):
+    """rename(2) replaces an empty directory without a word: the no-replace move must not."""
+    if not renameat2:
+        without_renameat2(monkeypatch)
+    write = export._write
+    target = tmp_path / "sm"
+
+    def write_while_another_run_claims(model, path, fmt):
+        write(model, path, fmt)
+        target.mkdir()
+
+    monkeypatch.setattr(export, "_write", write_while_another_run_claims)
+    with pytest.raises(ConversionError, match="created by someone else"):
+        export.save(tiny, f"{target}/")
+    assert list(target.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["sm"]
