@@ -13,9 +13,13 @@ PyYAML is installed) lists models under ``models``::
     mean = "104,117,123"                             # optional: scale, rgb_input too
     format = "tflite"                                # optional output extension
 
-One failure does not stop the others; each gets a record (status, timings, error).
+Each output is ``<outdir>/<name>.<format>`` (``<outdir>/<name>/`` for a SavedModel): a name is
+a plain file name, and an entry whose output would land outside the output folder (``..``, an
+absolute path, a symbolic link leading out) is refused. One failure does not stop the others;
+each gets a record (status, timings, error).
 """
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,7 @@ from .errors import ConversionError, InternalError
 
 PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
 WEIGHT_SUFFIXES = (".caffemodel", ".caffemodel.h5")
+FORMATS = ("keras", "h5", "tflite", "onnx", "savedmodel")
 OPTION_KEYS = {"name", "prototxt", "caffemodel", "input_shape", "outputs", "mean", "scale", "rgb_input", "format"}
 
 
@@ -197,6 +202,20 @@ def find_jobs(source):
     raise ConversionError("no such folder or manifest file", file=source)
 
 
+def output_path(outdir, name, fmt):
+    """``outdir/name.fmt`` (``outdir/name/`` for a SavedModel), refused unless it stays inside
+    ``outdir`` with symbolic links followed: a manifest's names never reach elsewhere."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ConversionError(f"the model name '{name}' is not a plain file name (no '/', '..' or absolute "
+                              f"path): outputs stay inside the output folder")
+    if fmt not in FORMATS:
+        raise ConversionError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
+    output = Path(outdir) / (name if fmt == "savedmodel" else f"{name}.{fmt}")
+    if os.path.dirname(os.path.realpath(output)) != os.path.realpath(outdir):
+        raise ConversionError(f"the output {output} is a symbolic link leading outside the output folder")
+    return f"{output}/" if fmt == "savedmodel" else str(output)
+
+
 def run_job(job, outdir, default_format="keras", force=False):
     """Convert one job, never raising: the record says ``ok`` or ``failed`` and why."""
     start = time.perf_counter()
@@ -205,9 +224,7 @@ def run_job(job, outdir, default_format="keras", force=False):
         if job.problem:
             raise ConversionError(job.problem, file=Path(job.prototxt).parent if job.prototxt else None)
         opts = job.options
-        fmt = str(opts.get("format", default_format)).lstrip(".")
-        output = Path(outdir) / job.name
-        output = f"{output}/" if fmt == "savedmodel" else f"{output}.{fmt}"
+        output = output_path(outdir, job.name, str(opts.get("format", default_format)).lstrip("."))
         outputs = opts.get("outputs")
         if isinstance(outputs, str):
             outputs = [b.strip() for b in outputs.split(",") if b.strip()]

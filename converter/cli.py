@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from .batch import parse_input_shapes
+from .batch import FORMATS, parse_input_shapes
 from .errors import ConversionError, InternalError
 
 EXIT_BAD_INPUT = 2
@@ -260,10 +260,10 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Where the models go.")
 @click.option("--format", "fmt", default="keras", show_default=True,
-              type=click.Choice(["keras", "h5", "tflite", "onnx", "savedmodel"]),
+              type=click.Choice(FORMATS),
               help="Output format of entries that do not choose one.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs and report.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table; failures still go to stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def batch(source, outdir, fmt, report, force, quiet, debug):
@@ -276,8 +276,11 @@ def batch(source, outdir, fmt, report, force, quiet, debug):
     def body():
         from pathlib import Path
 
+        from . import export
         from .batch import find_jobs, format_summary, run_job
 
+        if report:
+            export.check_target(report, force=force)
         jobs = find_jobs(source)
         Path(outdir).mkdir(parents=True, exist_ok=True)
         records = []
@@ -287,7 +290,8 @@ def batch(source, outdir, fmt, report, force, quiet, debug):
             for job in bar:
                 records.append(run_job(job, outdir, default_format=fmt, force=force))
         if report:
-            Path(report).write_text(json.dumps({"source": str(source), "models": records}, indent=2) + "\n")
+            text = json.dumps({"source": str(source), "models": records}, indent=2) + "\n"
+            export.write_file(report, text.encode(), force=force)
         if not quiet:
             click.echo(format_summary(records))
         else:

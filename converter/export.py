@@ -54,23 +54,29 @@ def output_format(path):
 def check_output(path, force=False):
     """Refuse before any work is done: bad extension, missing directory, existing output."""
     fmt = output_format(path)
+    check_target(path, force=force, directory=fmt == SAVEDMODEL)
+    if fmt == "onnx":
+        _require_tf2onnx(path)
+    return fmt
+
+
+def check_target(path, force=False, directory=False):
+    """The checks of :func:`check_output` that do not depend on the format (a SavedModel is a
+    ``directory``), for any file the commands write."""
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise ConversionError("the output directory does not exist", file=path)
-    if fmt == SAVEDMODEL:
+    if directory:
         if target.exists() and not target.is_dir():
             raise ConversionError("the output path is a file, a SavedModel needs a directory", file=path)
         if target.exists() and not force:
             raise ConversionError("the output directory exists; pass --force to replace it", file=path)
-        return fmt
+        return
     if target.is_dir():
         raise ConversionError("the output path is a directory", file=path)
     if target.exists() and not force:
         raise ConversionError("the output file exists; pass --force to overwrite it", file=path)
-    if fmt == "onnx":
-        _require_tf2onnx(path)
-    return fmt
 
 
 def _require_tf2onnx(path):
@@ -197,17 +203,31 @@ def save(model, path, force=False):
     """Save ``model`` to ``path`` atomically; the path picks the format (see the module doc)."""
     fmt = check_output(path, force=force)
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    tmp = tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent)
-    # A fresh name inside the temporary directory: Keras picks the format by the suffix.
-    work = Path(tmp) / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
+    with _terminate_as_interrupt(), _quiet_absl(), _staged(target) as tmp:
+        # A fresh name inside the temporary directory: Keras picks the format by the suffix.
+        work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
+        _write(model, str(work), fmt)
+        publish(work, target, force=force)
+    return target
+
+
+def write_file(path, data, force=False):
+    """Write ``data`` (bytes) to ``path`` with the guarantees of :func:`save`."""
+    check_target(path, force=force)
+    with _staged(Path(path)) as tmp:
+        work = tmp / "file"
+        work.write_bytes(data)
+        publish(work, path, force=force)
+
+
+@contextlib.contextmanager
+def _staged(target):
+    """A temporary directory next to ``target`` to write the output in, removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else Path("."))
     try:
-        with _terminate_as_interrupt(), _quiet_absl():
-            _write(model, str(work), fmt)
-            publish(work, target, force=force)
+        yield Path(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def publish(new, target, force=False):

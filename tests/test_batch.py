@@ -125,3 +125,72 @@ def test_the_golden_zoo_converts_whole(tmp_path):
     records = json.loads(report.read_text())["models"]
     assert len(records) == len([p for p in ZOO.iterdir() if p.is_dir()])
     assert all(r["status"] == "ok" for r in records)
+
+
+def manifest_naming(tmp_path, name, fmt="keras"):
+    copy_nets(tmp_path, "lenet")
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(f'[[models]]\nname = "{name}"\nprototxt = "lenet/deploy.prototxt"\n'
+                        f'caffemodel = "lenet/weights.caffemodel"\nformat = "{fmt}"\n')
+    return manifest
+
+
+@pytest.mark.parametrize("name, fmt", [
+    ("../../victimdir", "savedmodel"),
+    ("../escaped", "keras"),
+    ("/tmp/absolute", "h5"),
+    ("sub/model", "keras"),
+    ("..", "savedmodel"),
+    ("model", "keras/../../escaped"),
+])
+def test_manifest_names_cannot_leave_the_output_folder(tmp_path, name, fmt):
+    """A manifest entry's name or format leading outside -o is refused and reported; with
+    --force it used to delete a directory outside -o and put the model there."""
+    root = tmp_path / "a" / "b"
+    root.mkdir(parents=True)
+    victim = tmp_path / "victimdir"
+    victim.mkdir()
+    (victim / "precious").write_text("precious")
+    out, report = root / "out", root / "report.json"
+    manifest = manifest_naming(root, name, fmt)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = run(manifest, "-o", out, "--report", report, "--force")
+    assert result.exit_code == 1, result.output
+    (record,) = json.loads(report.read_text())["models"]
+    assert record["status"] == "failed" and not record["internal"]
+    assert "outputs stay inside the output folder" in record["error"] or "unknown format" in record["error"]
+    assert (victim / "precious").read_text() == "precious"
+    assert list(out.iterdir()) == []
+    after = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert set(after) - set(before) == {str(out), str(report)}
+
+
+@pytest.mark.parametrize("fmt", ["keras", "savedmodel"])
+def test_a_symbolic_link_in_the_output_folder_leading_out_is_refused(tmp_path, fmt):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ("model" if fmt == "savedmodel" else "model.keras")).symlink_to(victim if fmt == "savedmodel" else victim / "precious")
+    report = tmp_path / "report.json"
+    result = run(manifest_naming(tmp_path, "model", fmt), "-o", out, "--report", report, "--force")
+    assert result.exit_code == 1, result.output
+    (record,) = json.loads(report.read_text())["models"]
+    assert "a symbolic link leading outside the output folder" in record["error"]
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+    assert (victim / "precious").read_text() == "precious"
+
+
+def test_an_existing_report_is_kept_without_force(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text("precious")
+    out, manifest = tmp_path / "out", manifest_naming(tmp_path, "lenet")
+    result = run(manifest, "-o", out, "--report", report)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {report}: the output file exists; pass --force to overwrite it"]
+    assert report.read_text() == "precious" and not out.exists()
+    result = run(manifest, "-o", out, "--report", report, "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["models"][0]["status"] == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet", "models.toml", "out", "report.json"]
