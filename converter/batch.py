@@ -68,7 +68,8 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
     from .api import build
     from .translate import keras_name
 
-    fmt = export.check_output(output, force=force)
+    sources = (prototxt, caffemodel, solver, None if mean is None or _is_numbers(mean) else mean)
+    fmt = export.check_output(output, force=force, inputs=sources)
     if solver is not None:
         training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
     mean_value = preprocess.parse_mean(mean) if mean is not None else None
@@ -82,7 +83,7 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
         except ConversionError as err:
             raise ConversionError(err.message, file=err.file or prototxt, layer=err.layer) from None
     built = time.perf_counter()
-    export.save(model, output, force=force)
+    export.save(model, output, force=force, inputs=sources)
     graph = conversion.graph
     record = {
         "network": graph.name or "network",

@@ -12,6 +12,11 @@ An existing output is only replaced when asked to, and that rule is kept by the 
 (``renameat2`` with ``RENAME_NOREPLACE``, or an exclusive claim of the name where the system lacks
 it), not by an earlier look: of two runs writing one path at once, exactly one wins. Asked to
 replace, the move is one atomic step (a directory is swapped with ``RENAME_EXCHANGE``).
+
+Where the output cannot go (missing or read-only directory, a name the file system refuses, the
+current directory as a SavedModel, an input file in the way) is found before converting;
+running out of space is found before writing when the file system can tell, else while writing.
+Each is one line naming the path.
 """
 
 import contextlib
@@ -19,6 +24,7 @@ import ctypes
 import errno
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -31,8 +37,22 @@ from .errors import ConversionError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
 SAVEDMODEL = "savedmodel"
+# Temporary directories next to the output; short, so any output name that fits fits them too.
+TEMP_PREFIX = ".caffe2keras-"
 # renameat2(2) (linux/fs.h, fcntl.h).
 RENAME_NOREPLACE, RENAME_EXCHANGE, AT_FDCWD = 1, 2, -100
+# Why writing an output can fail that is no bug of ours, by errno and by the text TensorFlow and
+# HDF5 quote from the C library.
+WRITE_PROBLEMS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+    errno.EFBIG: "File too large",
+    errno.ENAMETOOLONG: "File name too long",
+    errno.EIO: "Input/output error",
+}
 # Opset 17 is what onnxruntime releases of the last years all run.
 ONNX_OPSET = 17
 
@@ -51,32 +71,84 @@ def output_format(path):
     return FORMATS[suffix]
 
 
-def check_output(path, force=False):
-    """Refuse before any work is done: bad extension, missing directory, existing output."""
+def check_output(path, force=False, inputs=()):
+    """Refuse before any work is done: bad extension, missing or unwritable directory, a name the
+    file system refuses, an existing output (without ``force``), an output that would replace
+    one of the ``inputs`` files. Returns the format."""
     fmt = output_format(path)
-    check_target(path, force=force, directory=fmt == SAVEDMODEL)
+    check_target(path, force=force, directory=fmt == SAVEDMODEL, inputs=inputs)
     if fmt == "onnx":
         _require_tf2onnx(path)
     return fmt
 
 
-def check_target(path, force=False, directory=False):
+def check_target(path, force=False, directory=False, inputs=()):
     """The checks of :func:`check_output` that do not depend on the format (a SavedModel is a
     ``directory``), for any file the commands write."""
+    try:
+        _check_target(path, force, directory, inputs)
+    except OSError as err:  # a path the system refuses to look at (longer than PATH_MAX, a loop, ...)
+        raise ConversionError(f"cannot use the output path: {err.strerror or err}", file=path) from None
+
+
+def _check_target(path, force, directory, inputs):
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise ConversionError("the output directory does not exist", file=path)
+    _check_name(parent, target, path)
     if directory:
+        if target.name in ("", ".", "..") or _holds(target, Path.cwd()):
+            raise ConversionError("a SavedModel needs a directory of its own, not the current directory "
+                                  "or one above it", file=path)
         if target.exists() and not target.is_dir():
             raise ConversionError("the output path is a file, a SavedModel needs a directory", file=path)
         if target.exists() and not force:
             raise ConversionError("the output directory exists; pass --force to replace it", file=path)
-        return
-    if target.is_dir():
-        raise ConversionError("the output path is a directory", file=path)
-    if target.exists() and not force:
-        raise ConversionError("the output file exists; pass --force to overwrite it", file=path)
+    else:
+        if target.is_dir():
+            raise ConversionError("the output path is a directory", file=path)
+        if target.exists() and not force:
+            raise ConversionError("the output file exists; pass --force to overwrite it", file=path)
+    for source in inputs:
+        if source is not None and _holds(target, Path(source)):
+            raise ConversionError(f"writing the output would replace the input {source}", file=path)
+    _check_writable(parent, path)
+
+
+def _holds(target, other):
+    """Whether ``other`` is ``target`` or lies inside it, symbolic links resolved."""
+    target, other = os.path.realpath(target), os.path.realpath(other)
+    return other == target or other.startswith(target.rstrip(os.sep) + os.sep)
+
+
+def _check_name(parent, target, path):
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(target.name)) > name_max:
+        raise ConversionError(f"the file name is {len(os.fsencode(target.name))} bytes long; this file system "
+                              f"allows {name_max}", file=path)
+
+
+def _check_writable(parent, path):
+    """A cheap probe: a temporary directory can be made next to the output."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+    except OSError as err:
+        problem = _write_problem(err) or err.strerror or str(err)
+        raise ConversionError(f"cannot write in the output directory: {problem}", file=path) from None
+
+
+def _write_problem(err):
+    """What an error met while writing says about where the output goes (no space left, ...), or
+    None when it is about something else (then it is a bug of ours). TensorFlow and HDF5 quote
+    the C library's error in their messages only."""
+    code = getattr(err, "errno", None)
+    if code in WRITE_PROBLEMS:
+        return WRITE_PROBLEMS[code]
+    return next((problem for problem in WRITE_PROBLEMS.values() if problem in str(err)), None)
 
 
 def _require_tf2onnx(path):
@@ -199,11 +271,13 @@ def _write(model, tmp, fmt):
             f.write(data)
 
 
-def save(model, path, force=False):
-    """Save ``model`` to ``path`` atomically; the path picks the format (see the module doc)."""
-    fmt = check_output(path, force=force)
+def save(model, path, force=False, inputs=()):
+    """Save ``model`` to ``path`` atomically; the path picks the format (see the module doc).
+    ``inputs`` are the files it was made from, which the output must not replace."""
+    fmt = check_output(path, force=force, inputs=inputs)
     target = Path(path)
-    with _terminate_as_interrupt(), _quiet_absl(), _staged(target) as tmp:
+    _check_space(model, target, path)
+    with _terminate_as_interrupt(), _quiet_absl(), _staged(target, path) as tmp:
         # A fresh name inside the temporary directory: Keras picks the format by the suffix.
         work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
         _write(model, str(work), fmt)
@@ -214,20 +288,48 @@ def save(model, path, force=False):
 def write_file(path, data, force=False):
     """Write ``data`` (bytes) to ``path`` with the guarantees of :func:`save`."""
     check_target(path, force=force)
-    with _staged(Path(path)) as tmp:
+    with _staged(Path(path), path) as tmp:
         work = tmp / "file"
         work.write_bytes(data)
         publish(work, path, force=force)
 
 
 @contextlib.contextmanager
-def _staged(target):
-    """A temporary directory next to ``target`` to write the output in, removed afterwards."""
-    tmp = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else Path("."))
+def _staged(target, path):
+    """A temporary directory next to ``target`` to write the output in, removed afterwards. An
+    error about the disk (full, read-only, ...) becomes a one-line ConversionError naming
+    ``path``; any other passes on."""
+    tmp = None
     try:
+        tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent if str(target.parent) else Path("."))
         yield Path(tmp)
+    except ConversionError:
+        raise
+    except Exception as err:
+        problem = _write_problem(err)
+        if problem is None:
+            raise
+        raise ConversionError(f"cannot write the output: {problem}", file=path) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_space(model, target, path):
+    """Refuse when the file system says the weights alone will not fit."""
+    need = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
+    try:
+        stats = os.statvfs(target.parent if str(target.parent) else Path("."))
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if need > free:
+        raise ConversionError(f"no space left: the weights alone take {_mib(need)} and the file system has "
+                              f"{_mib(free)} free", file=path)
+
+
+def _mib(size):
+    return f"{size / 2**20:,.1f} MiB"
 
 
 def publish(new, target, force=False):
