@@ -10,7 +10,7 @@ ConversionError) naming the layer being converted, chained to the original for `
 import contextlib
 import re
 
-from . import caffemodel, graph, prototxt, training, translate
+from . import caffemodel, depth, graph, prototxt, training, translate
 from .errors import ConversionError, InternalError
 from .solver import load as load_solver
 from .translate import build_model
@@ -37,7 +37,7 @@ def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, 
     with _boundary(prototxt_path):
         if solver is None:
             g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs)
-            conversion = build_model(g, weights)
+            conversion = depth.call(build_model, g, weights)
             training.freeze(conversion)
             return conversion
         if outputs:
@@ -46,7 +46,7 @@ def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, 
         solver_param = load_solver(solver)
         netdef = training.load_net(prototxt_path)
         g, weights = _check(prototxt_path, caffemodel_path, input_shapes, None, netdef=netdef)
-        conversion = build_model(g, weights)
+        conversion = depth.call(build_model, g, weights)
         training.compile_model(conversion, netdef, solver_param)
         return conversion
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import depth
 from .errors import ConversionError
 
 
@@ -40,7 +41,7 @@ def detector(model):
     if missing:
         raise ConversionError(f"the detector has no output named {' or '.join(missing)} (outputs: {', '.join(outputs)})")
     rois, _, count = find_proposal(model).output
-    return keras.Model(model.inputs, [outputs["cls_prob"], outputs["bbox_pred"], rois, count])
+    return depth.call(keras.Model, model.inputs, [outputs["cls_prob"], outputs["bbox_pred"], rois, count])
 
 
 def class_deltas(bbox_pred, classes):

@@ -262,13 +262,31 @@ def _zero_copy_variables():
 def _write(model, tmp, fmt):
     if fmt in ("keras", "h5"):
         with _zero_copy_variables():
-            model.save(tmp)
+            if fmt == "h5":
+                _save_h5(model, tmp)
+            else:
+                model.save(tmp)
     elif fmt == SAVEDMODEL:
         write_savedmodel(model, tmp)
     else:
         data = tflite_bytes(model) if fmt == "tflite" else onnx_bytes(model)
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def _save_h5(model, path):
+    """Keras' HDF5 writer on a file in HDF5 1.8's format, which stores attributes past 64 KiB:
+    the model config and layer list of a network of thousands of layers. (``model.save`` opens
+    the file in the oldest format; its writer takes an open file too, from a private module.)"""
+    import h5py
+
+    try:
+        from keras.src.legacy.saving.legacy_h5_format import save_model_to_hdf5
+    except ImportError:
+        model.save(path)
+        return
+    with h5py.File(path, "w", libver=("v108", "latest")) as f:
+        save_model_to_hdf5(model, f)
 
 
 def save(model, path, force=False, inputs=()):

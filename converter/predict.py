@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import depth
 from .errors import ConversionError
 
 
@@ -33,7 +34,7 @@ def load_model(path):
     if not path.is_file():
         raise ConversionError("no such model file (predict and verify read .keras or .h5 files)", file=path)
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        return depth.call(keras.models.load_model, path, safe_mode=True, compile=False)
     except (OSError, ValueError, TypeError) as err:
         raise ConversionError(f"cannot be loaded as a Keras model ({' '.join(str(err).split())[:200]})", file=path) from None
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import depth
 from .errors import ConversionError
 from .layers import ShapePreserving, register
 
@@ -163,6 +164,10 @@ def apply(model, mean=None, scale=1.0, rgb_input=False, mean_source=None):
     # Function.call re-applies each layer to the new tensor (``model(...)`` would nest the model
     # as one layer, Model.call would add a dtype-conversion op), so the result is flat and every
     # Caffe-named layer stays reachable by name.
+    return depth.call(_rewire, model, inputs, fed)
+
+
+def _rewire(model, inputs, fed):
     outputs = keras.Function(model.inputs, model.outputs).call(fed)
     return keras.Model(inputs, outputs, name=model.name)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import depth
 from .errors import ConversionError
 
 RTOL = 1e-4
@@ -145,7 +146,7 @@ def _probe(conversion, model):
         out = out[history.tensor_index] if isinstance(out, (list, tuple)) else out
         tensors.append(out)
         entries.append((node.name, tensor.layout))
-    return keras.Model(model.inputs, tensors), entries
+    return depth.call(keras.Model, model.inputs, tensors), entries
 
 
 def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=None, seed=0):
