@@ -21,14 +21,14 @@ SHOWN_NAMES = 20
 ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def check(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None):
+def check(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, max_params=None):
     """Everything short of building Keras layers: parse, infer shapes, read the weights and match
     them with the layers. Returns ``(graph, weights)``; ``weights`` is None without a caffemodel."""
     with _boundary(prototxt_path):
-        return _check(prototxt_path, caffemodel_path, input_shapes, outputs)
+        return _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params)
 
 
-def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, solver=None):
+def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, solver=None, max_params=None):
     """Convert and return a :class:`~caffe2keras.translate.Conversion` (model, graph, tensors).
 
     With ``solver`` (a solver.prototxt path) the model is the train net's, compiled to train as
@@ -36,7 +36,7 @@ def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, 
     """
     with _boundary(prototxt_path):
         if solver is None:
-            g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs)
+            g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params)
             conversion = depth.call(build_model, g, weights)
             training.freeze(conversion)
             return conversion
@@ -45,28 +45,31 @@ def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, 
                                   file=prototxt_path)
         solver_param = load_solver(solver)
         netdef = training.load_net(prototxt_path)
-        g, weights = _check(prototxt_path, caffemodel_path, input_shapes, None, netdef=netdef)
+        g, weights = _check(prototxt_path, caffemodel_path, input_shapes, None, max_params, netdef=netdef)
         conversion = depth.call(build_model, g, weights)
         training.compile_model(conversion, netdef, solver_param)
         return conversion
 
 
-def convert(prototxt_path, caffemodel=None, input_shapes=None, outputs=None, solver=None):
+def convert(prototxt_path, caffemodel=None, input_shapes=None, outputs=None, solver=None, max_params=None):
     """Convert a Caffe model into a Keras 3 model.
 
     ``input_shapes`` maps input blob names to Caffe (N, C, H, W) shapes overriding those the
     prototxt declares; without ``caffemodel`` the weights are Keras' initialisers. Inputs and
     4-D outputs are NHWC. With ``solver``, a train_val prototxt becomes a model compiled with
-    Caffe's losses and solver, ready for ``fit``. Raises :class:`ConversionError`, and nothing
-    else, for any input.
+    Caffe's losses and solver, ready for ``fit``. A network learning more than ``max_params``
+    values (default ``graph.MAX_PARAMS``, 2**30) is refused before anything is allocated. Raises
+    :class:`ConversionError`, and nothing else, for any input.
     """
-    return build(prototxt_path, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver).model
+    return build(prototxt_path, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver,
+                 max_params=max_params).model
 
 
-def _check(prototxt_path, caffemodel_path, input_shapes, outputs, netdef=None):
+def _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params=None, netdef=None):
     if netdef is None:
         netdef = prototxt.load(prototxt_path)
-    g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types())
+    g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types(),
+                    max_params=max_params)
     weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     if weights is not None:
         check_weights_present(g, weights)

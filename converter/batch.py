@@ -12,6 +12,7 @@ PyYAML is installed) lists models under ``models``::
     outputs = "prob"                                 # optional, like --outputs
     mean = "104,117,123"                             # optional: scale, rgb_input too
     format = "tflite"                                # optional output extension
+    max_params = 2_000_000_000                       # optional, like --max-params
 
 Each output is ``<outdir>/<name>.<format>`` (``<outdir>/<name>/`` for a SavedModel): a name is
 a plain file name, and an entry whose output would land outside the output folder (``..``, an
@@ -29,7 +30,8 @@ from .errors import ConversionError, InternalError
 PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
 WEIGHT_SUFFIXES = (".caffemodel", ".caffemodel.h5")
 FORMATS = ("keras", "h5", "tflite", "onnx", "savedmodel")
-OPTION_KEYS = {"name", "prototxt", "caffemodel", "input_shape", "outputs", "mean", "scale", "rgb_input", "format"}
+OPTION_KEYS = {"name", "prototxt", "caffemodel", "input_shape", "outputs", "mean", "scale", "rgb_input", "format",
+               "max_params"}
 
 
 @dataclass
@@ -58,7 +60,7 @@ def parse_input_shapes(value):
 
 
 def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
-                rgb_input=False, force=False, solver=None):
+                rgb_input=False, force=False, solver=None, max_params=None):
     """Convert and save; returns the summary record (a JSON-ready dict) and the Conversion.
 
     ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None; ``solver``
@@ -74,7 +76,8 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
         training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
     mean_value = preprocess.parse_mean(mean) if mean is not None else None
     start = time.perf_counter()
-    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver)
+    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver,
+                       max_params=max_params)
     model = conversion.model
     if mean_value is not None or scale != 1.0 or rgb_input:
         source = mean if mean is not None and not isinstance(mean_value, list) else None
@@ -217,7 +220,7 @@ def output_path(outdir, name, fmt):
     return f"{output}/" if fmt == "savedmodel" else str(output)
 
 
-def run_job(job, outdir, default_format="keras", force=False):
+def run_job(job, outdir, default_format="keras", force=False, max_params=None):
     """Convert one job, never raising: the record says ``ok`` or ``failed`` and why."""
     start = time.perf_counter()
     record = {"name": job.name, "prototxt": job.prototxt, "caffemodel": job.caffemodel}
@@ -237,7 +240,8 @@ def run_job(job, outdir, default_format="keras", force=False):
         info, _ = convert_one(job.prototxt, job.caffemodel, output,
                               input_shapes=parse_input_shapes(opts.get("input_shape")), outputs=outputs,
                               mean=mean, scale=float(opts.get("scale", 1.0)),
-                              rgb_input=bool(opts.get("rgb_input", False)), force=force)
+                              rgb_input=bool(opts.get("rgb_input", False)), force=force,
+                              max_params=_count(opts.get("max_params", max_params)))
         record.update(status="ok", output=output, parameters=info["parameters"],
                       caffe_layers=info["caffe_layers"], keras_layers=info["keras_layers"])
     except ConversionError as err:
@@ -251,6 +255,14 @@ def run_job(job, outdir, default_format="keras", force=False):
         keras.backend.clear_session()  # free the model's graph before the next one
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
+
+
+def _count(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConversionError(f"max_params must be a positive whole number, not {value!r}")
+    return value
 
 
 def _is_numbers(text):

@@ -15,6 +15,7 @@ import click
 
 from .batch import FORMATS, parse_input_shapes
 from .errors import ConversionError, InternalError
+from .graph import MAX_PARAMS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -102,6 +103,12 @@ def json_option(help_text):
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+max_params_option = click.option(
+    "--max-params", type=click.IntRange(min=1), default=None, metavar="N",
+    help=f"Refuse networks learning more than N values (default {MAX_PARAMS:,}: 4 GiB of float32).",
+)
+
+
 @main.command()
 @click.argument("prototxt", type=click.Path(dir_okay=True))
 @click.argument("caffemodel", type=click.Path(dir_okay=True), required=False)
@@ -120,11 +127,12 @@ def json_option(help_text):
               help="Compile the train/val PROTOTXT's model with this solver.prototxt's optimizer, "
                    "learning-rate policy and the net's losses, ready for fit (.keras or .h5 output).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@max_params_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, force, quiet, as_json,
-            debug):
+def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, force, max_params,
+            quiet, as_json, debug):
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
@@ -141,7 +149,8 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
         from .batch import convert_one
 
         record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
-                                mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver)
+                                mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver,
+                                max_params=max_params)
         if as_json:
             click.echo(json.dumps(record, indent=2))
         elif not quiet:
@@ -264,9 +273,10 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
               help="Output format of entries that do not choose one.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs and report.")
+@max_params_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table; failures still go to stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def batch(source, outdir, fmt, report, force, quiet, debug):
+def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
     """Convert every model of SOURCE: a folder of model folders, or a TOML/YAML manifest.
 
     A model folder holds one prototxt and one caffemodel. One failure does not stop the others;
@@ -288,7 +298,7 @@ def batch(source, outdir, fmt, report, force, quiet, debug):
                                item_show_func=lambda j: j.name if j else "",
                                hidden=quiet) as bar:
             for job in bar:
-                records.append(run_job(job, outdir, default_format=fmt, force=force))
+                records.append(run_job(job, outdir, default_format=fmt, force=force, max_params=max_params))
         if report:
             text = json.dumps({"source": str(source), "models": records}, indent=2) + "\n"
             export.write_file(report, text.encode(), force=force)

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from . import shapes
 from .errors import ConversionError
 
-# Refuse blobs larger than this many elements before anything is allocated (8 GiB of float32).
+# Refuse blobs (activations) larger than this many elements before anything is allocated: 8 GiB
+# of float32, and the most TensorFlow's kernels index with their 32-bit integers.
 MAX_BLOB_ELEMENTS = 2**31
 # Caffe's kMaxBlobAxes.
 MAX_BLOB_AXES = 32
-# Refuse networks whose learned weights exceed this many elements (4 GiB of float32; VGG-16, among
-# the largest Caffe models, has 138 million) before Keras allocates them.
-MAX_WEIGHT_ELEMENTS = 2**30
+# Refuse networks learning more values than this (every blob: kernels, biases, statistics, scales)
+# before Keras allocates them, unless raised (--max-params): 4 GiB of float32. VGG-16, among the
+# largest Caffe models, has 138 million.
+MAX_PARAMS = 2**30
 
 CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Deconvolution")
 # Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom).
@@ -86,8 +88,7 @@ def learns_weights(node):
 
 
 def weight_elements(node, bottom_shapes):
-    """How many elements the layer's kernel or embedding table has (per-channel blobs are
-    bounded by the blob checks already)."""
+    """How many elements the layer's kernel or embedding table has."""
     p = node.param
     if node.type in CONVOLUTIONS:
         cp = p.convolution_param
@@ -105,13 +106,43 @@ def weight_elements(node, bottom_shapes):
     return 0
 
 
-def build(netdef, input_shapes=None, outputs=None, supported=None):
+def learned_elements(node, bottom_shapes):
+    """How many values the layer learns, over all its blobs (kernel, bias, statistics, scales),
+    as the prototxt and the bottom shapes imply: what Keras allocates for it."""
+    p, bottom = node.param, bottom_shapes[0]
+    if node.type in CONVOLUTIONS:
+        bias = p.convolution_param.num_output if p.convolution_param.bias_term else 0
+        return weight_elements(node, bottom_shapes) + bias
+    if node.type == "InnerProduct":
+        bias = p.inner_product_param.num_output if p.inner_product_param.bias_term else 0
+        return weight_elements(node, bottom_shapes) + bias
+    if node.type == "Embed":
+        return weight_elements(node, bottom_shapes) + (p.embed_param.num_output if p.embed_param.bias_term else 0)
+    channels = bottom[1] if len(bottom) > 1 else 1
+    if node.type == "BatchNorm":
+        return 2 * channels + 1  # mean, variance, scale factor
+    if node.type == "BN":
+        return 4 * channels  # PSPNet's slope, bias, mean, variance (SegNet's has the first two)
+    if node.type == "PReLU":
+        return 1 if p.prelu_param.channel_shared else channels
+    if node.type == "Normalize":
+        return 1 if p.norm_param.channel_shared else channels
+    if node.type in ("Scale", "Bias") and len(bottom_shapes) == 1:
+        sp = p.scale_param if node.type == "Scale" else p.bias_param
+        axis = sp.axis % len(bottom)
+        end = len(bottom) if sp.num_axes == -1 else axis + sp.num_axes
+        return math.prod(bottom[axis:end]) * (2 if node.type == "Scale" and p.scale_param.bias_term else 1)
+    return 0
+
+
+def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None):
     """Build the graph of a :class:`~caffe2keras.prototxt.NetDef` and infer every shape.
 
     ``input_shapes`` maps input blob names to (N, C, H, W) overriding the declared shapes;
     ``outputs`` cuts the network at these Caffe blob names instead of Caffe's own outputs.
     ``supported`` lists the layer types a later stage can translate: every other type is
-    reported, all at once, before any shape is inferred.
+    reported, all at once, before any shape is inferred. The network may learn at most
+    ``max_params`` values (default :data:`MAX_PARAMS`).
     """
     path = netdef.path
     if not netdef.inputs:
@@ -160,14 +191,14 @@ def build(netdef, input_shapes=None, outputs=None, supported=None):
         blobs[name] = Blob(id=name, name=name, shape=shape)
         inputs.append(name)
 
-    nodes, weight_total = [], 0
+    nodes, params, limit = [], 0, MAX_PARAMS if max_params is None else max_params
     for layer, bottoms, tops in layers:
         lname = layer.name
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
         bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
             top_shapes = shapes.infer(node, bottom_shapes)
-            weight_total += _check_weights(node, bottom_shapes, weight_total)
+            params += _check_params(node, bottom_shapes, params, limit)
         except ConversionError as err:
             raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
         if len(top_shapes) != len(tops):
@@ -270,11 +301,11 @@ def _needed(wired, wanted):
     return kept[::-1]
 
 
-def _check_weights(node, bottom_shapes, total_before):
-    count = weight_elements(node, bottom_shapes)
-    if total_before + count > MAX_WEIGHT_ELEMENTS:
+def _check_params(node, bottom_shapes, total_before, limit):
+    count = learned_elements(node, bottom_shapes)
+    if total_before + count > limit:
         raise ConversionError(
-            f"{node.type} weights of {count:,} elements ({total_before + count:,} in the network so far) are "
-            f"more than this converter allows ({MAX_WEIGHT_ELEMENTS:,}); check num_output and the input shape"
+            f"{node.type} learns {count:,} values ({total_before + count:,} in the network so far), more than "
+            f"the {limit:,} allowed; check num_output and the input shape, or raise the limit with --max-params"
         )
     return count

@@ -6,7 +6,6 @@ Unlike conversion this never stops at the first problem: an unsupported layer, o
 cannot be inferred, is listed with the reason, and the layers fed by it get unknown shapes.
 """
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from . import caffemodel, graph, prototxt, shapes
@@ -110,35 +109,10 @@ def _params(node, bottom_shapes, weights):
         return 0
     if any(s is None for s in bottom_shapes):
         return None
-    p, bottom = node.param, bottom_shapes[0]
     try:
-        if node.type in graph.CONVOLUTIONS:
-            bias = node.param.convolution_param.num_output if p.convolution_param.bias_term else 0
-            return graph.weight_elements(node, bottom_shapes) + bias
-        if node.type == "InnerProduct":
-            return graph.weight_elements(node, bottom_shapes) + (
-                p.inner_product_param.num_output if p.inner_product_param.bias_term else 0
-            )
-        if node.type == "Embed":
-            return graph.weight_elements(node, bottom_shapes) + (p.embed_param.num_output if p.embed_param.bias_term else 0)
+        return graph.learned_elements(node, bottom_shapes)
     except ConversionError:
         return None
-    channels = bottom[1] if len(bottom) > 1 else 1
-    if node.type == "BatchNorm":
-        return 2 * channels + 1  # mean, variance, scale factor
-    if node.type == "BN":
-        return 4 * channels  # PSPNet's slope, bias, mean, variance (SegNet's has the first two)
-    if node.type == "PReLU":
-        return 1 if p.prelu_param.channel_shared else channels
-    if node.type == "Normalize":
-        return 1 if p.norm_param.channel_shared else channels
-    if node.type in ("Scale", "Bias"):
-        sp = p.scale_param if node.type == "Scale" else p.bias_param
-        axis = sp.axis % len(bottom)
-        end = len(bottom) if sp.num_axes == -1 else axis + sp.num_axes
-        count = math.prod(bottom[axis:end])
-        return count * (2 if node.type == "Scale" and p.scale_param.bias_term else 1)
-    return None
 
 
 def format_shape(shape):

@@ -194,3 +194,22 @@ def test_an_existing_report_is_kept_without_force(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["models"][0]["status"] == "ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet", "models.toml", "out", "report.json"]
+
+
+def test_max_params_from_the_manifest_or_the_command(tmp_path):
+    copy_nets(tmp_path, "lenet")
+    manifest = tmp_path / "models.toml"
+    entry = 'prototxt = "lenet/deploy.prototxt"\ncaffemodel = "lenet/weights.caffemodel"\n'
+    manifest.write_text(f'[[models]]\nname = "low"\n{entry}max_params = 1000\n\n'
+                        f'[[models]]\nname = "default"\n{entry}\n'
+                        f'[[models]]\nname = "bad"\n{entry}max_params = "many"\n')
+    report = tmp_path / "r.json"
+    run(manifest, "-o", tmp_path / "out", "--report", report)
+    records = {r["name"]: r for r in json.loads(report.read_text())["models"]}
+    assert "more than the 1,000 allowed" in records["low"]["error"]
+    assert records["default"]["status"] == "ok"
+    assert "max_params must be a positive whole number, not 'many'" in records["bad"]["error"]
+    run(manifest, "-o", tmp_path / "out2", "--report", report, "--force", "--max-params", "2000")
+    records = {r["name"]: r for r in json.loads(report.read_text())["models"]}
+    assert "more than the 1,000 allowed" in records["low"]["error"]  # the entry's own limit wins
+    assert "more than the 2,000 allowed" in records["default"]["error"]

@@ -135,19 +135,37 @@ def case_huge_weights(tmp_path):
     path = small_net(tmp_path, 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
                                'inner_product_param { num_output: 100000 } }\n',
                      header='input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4000 dim: 4000 }\n')
-    return dict(args=(path,), says=["InnerProduct weights of 4,800,000,000,000 elements", "more than"], layer="fc")
+    return dict(args=(path,), says=["InnerProduct learns 4,800,000,100,000 values", "--max-params"], layer="fc")
 
 
 def case_weights_adding_up(tmp_path):
-    # Each 65536 x 8192 InnerProduct (2^29 weights) is allowed alone; the third brings 1.5 * 2^30.
-    sizes = [8192, 65536, 8192]
+    # The kernels (2^29 + 2^28 + 2^28 values) add up to exactly the limit, 2^30: the biases pass it.
+    sizes = [8192, 32768, 8192]
     path = small_net(tmp_path, "".join(
         f'layer {{ name: "ip{i}" type: "InnerProduct" bottom: "{"data" if i == 0 else f"ip{i - 1}"}" top: "ip{i}" '
         f"inner_product_param {{ num_output: {n} }} }}\n"
         for i, n in enumerate(sizes)
     ), header='input: "data"\ninput_shape { dim: 1 dim: 65536 }\n')
     return dict(args=(path,), layer="ip2",
-                says=["InnerProduct weights of 536,870,912 elements (1,610,612,736 in the network"])
+                says=["InnerProduct learns 268,443,648 values (1,073,790,976 in the network so far), more than "
+                      "the 1,073,741,824 allowed"])
+
+
+def case_huge_bias(tmp_path):
+    # 180 bytes of prototxt that wrote an 8 GB .keras: a billion 1x1 kernels of one weight each,
+    # and a billion biases nobody counted.
+    path = small_net(tmp_path, 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+                               'convolution_param { num_output: 1000000000 kernel_size: 1 } }\n',
+                     header='input: "data"\ninput_shape { dim: 1 dim: 1 dim: 1 dim: 1 }\n')
+    return dict(args=(path,), layer="conv", says=["Convolution learns 2,000,000,000 values", "--max-params"])
+
+
+def case_huge_scale(tmp_path):
+    # A Scale over C, H and W of a 2^30-element blob learns 2^31 values (scale and bias).
+    path = small_net(tmp_path, 'layer { name: "scale" type: "Scale" bottom: "data" top: "scale" '
+                               'scale_param { num_axes: -1 bias_term: true } }\n',
+                     header='input: "data"\ninput_shape { dim: 1 dim: 4 dim: 16384 dim: 16384 }\n')
+    return dict(args=(path,), layer="scale", says=["Scale learns 2,147,483,648 values"])
 
 
 def case_truncated_caffemodel(tmp_path):
@@ -226,7 +244,8 @@ def test_input_rewritten_in_place_by_the_last_layer_is_an_output(tmp_path):
     assert conversion.graph.outputs == ["data@relu"] and len(conversion.model.outputs) == 1
 
 
-@pytest.mark.parametrize("name", ["case_huge_input", "case_huge_weights", "case_weights_adding_up"])
+@pytest.mark.parametrize("name", ["case_huge_input", "case_huge_weights", "case_weights_adding_up", "case_huge_bias",
+                                  "case_huge_scale"])
 def test_absurd_sizes_refused_before_allocating(tmp_path, name):
     case = globals()[name](tmp_path)
     tracemalloc.start()
@@ -236,6 +255,20 @@ def test_absurd_sizes_refused_before_allocating(tmp_path, name):
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20
+
+
+def test_max_params_sets_the_limit(tmp_path):
+    """lenet learns 431,080 values: refused below that, converted at it (library and command)."""
+    net = GOLDEN / "zoo" / "lenet"
+    args = (str(net / "deploy.prototxt"), str(net / "weights.caffemodel"))
+    with pytest.raises(ConversionError, match="431,080 in the network so far.* the 431,079 allowed"):
+        caffe2keras.convert(*args, max_params=431_079)
+    assert caffe2keras.convert(*args, max_params=431_080).count_params() == 431_080
+    out = tmp_path / "m.h5"
+    line = assert_one_error_line(CliRunner().invoke(main, [*args, "-o", str(out), "--max-params", "431079"]))
+    assert "raise the limit with --max-params" in line and not out.exists()
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--max-params", "431080"])
+    assert result.exit_code == 0, result.output
 
 
 def command(tmp_path, *args):
