@@ -70,7 +70,7 @@ def _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params=Non
         netdef = prototxt.load(prototxt_path)
     g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types(),
                     max_params=max_params)
-    weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
+    weights = caffemodel.load(caffemodel_path, expected=graph.learned_sizes(g)) if caffemodel_path is not None else None
     if weights is not None:
         check_weights_present(g, weights)
     return g, weights

@@ -7,6 +7,12 @@ limit, and only the pages a conversion touches are ever read. Both the current f
 field 100) and V1 (``layers``, field 2, 4-D legacy blob dims) are read, as is Caffe's HDF5
 snapshot format (``.caffemodel.h5``: datasets ``data/<layer>/<i>``).
 
+HDF5 caffemodels are read lazily too: loading walks the groups (iteratively, following hard links
+only, each group once, so link cycles and soft or external links are refused) and notes each
+dataset's declared shape; a layer's datasets are read when the conversion takes them. Given the
+sizes the network implies for its layers, a layer declaring more values is refused before any is
+read, so a small file declaring gigabytes (an unallocated or compressed dataset) costs nothing.
+
 The map stays open while any blob view is alive. Consumers that copy a big blob elsewhere call
 :func:`release` on what they have copied, so the file's pages leave the process's memory as the
 conversion goes instead of all staying resident until the end.
@@ -160,15 +166,20 @@ def _blob(buf, start, end):
 class Weights:
     """Blobs by layer name, with bookkeeping of which layers the conversion used."""
 
-    def __init__(self, layers, path=None):
-        self.layers = layers  # name -> list of float32 arrays (read-only views of a mapped caffemodel)
+    def __init__(self, layers, path=None, source=None):
+        # name -> list of float32 arrays (read-only views of a mapped caffemodel), or of
+        # Hdf5Blob (read by take)
+        self.layers = layers
         self.path = path
         self.used = set()
+        self._source = source  # what lazy blobs read from (the open HDF5 file)
 
     def take(self, name):
         blobs = self.layers.get(name)
         if blobs is not None:
             self.used.add(name)
+            if any(isinstance(b, Hdf5Blob) for b in blobs):
+                blobs = self.layers[name] = [b.read() if isinstance(b, Hdf5Blob) else b for b in blobs]
         return blobs
 
     def unused(self):
@@ -181,8 +192,11 @@ class Weights:
             print(f"warning: ignoring weights of layers the prototxt lacks: {shown}", file=sys.stderr)
 
 
-def load(path):
-    """Read a .caffemodel (binary, V1 or V2) or .caffemodel.h5 into :class:`Weights`."""
+def load(path, expected=None):
+    """Read a .caffemodel (binary, V1 or V2) or .caffemodel.h5 into :class:`Weights`.
+
+    ``expected`` maps layer names to how many values the network gives them (all blobs
+    together): an HDF5 layer declaring more is refused before it is read."""
     path = Path(path)
     if not path.exists():
         raise ConversionError("no such file", file=path)
@@ -191,11 +205,7 @@ def load(path):
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        try:
-            return _load_hdf5(path)
-        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
-            # What h5py raises on a damaged file (a dangling link reads as None).
-            raise ConversionError(f"is a damaged HDF5 caffemodel ({type(err).__name__}: {err})", file=path) from None
+        return _load_hdf5(path, expected or {})
     if path.stat().st_size == 0:
         raise ConversionError("is empty, expected a .caffemodel", file=path)
     with open(path, "rb") as f:
@@ -264,29 +274,87 @@ def release(array):
         base.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
-def _load_hdf5(path):
+# What h5py raises on a damaged file (a dangling link reads as None).
+H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
+
+
+class Hdf5Blob:
+    """A dataset of an HDF5 caffemodel, read (as float32) when its layer is taken."""
+
+    def __init__(self, dataset, path):
+        self.dataset = dataset
+        self.path = path
+        self.shape = tuple(int(d) for d in dataset.shape)
+        self.size = math.prod(self.shape)
+
+    def read(self):
+        try:
+            return np.asarray(self.dataset.astype(np.float32)[()])  # converted while read: no float64 copy
+        except H5PY_ERRORS as err:
+            raise ConversionError(f"is a damaged HDF5 caffemodel: dataset {self.dataset.name} cannot be read "
+                                  f"({type(err).__name__}: {err})", file=self.path) from None
+
+
+def _load_hdf5(path, expected):
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise ConversionError("is an HDF5 file without Caffe's 'data' group", file=path)
-            layers = {}
-            for name, group in f["data"].items():
-                # Layer names with '/' are nested groups in Caffe's HDF5 snapshots.
-                _collect(name, group, layers)
+        f = h5py.File(path, "r")
     except OSError as err:
         raise ConversionError(f"cannot be read as HDF5 ({err})", file=path) from None
-    return Weights(layers, path=str(path))
+    try:
+        layers = _hdf5_layers(f, path)
+    except H5PY_ERRORS as err:
+        f.close()
+        raise ConversionError(f"is a damaged HDF5 caffemodel ({type(err).__name__}: {err})", file=path) from None
+    except BaseException:
+        f.close()
+        raise
+    for name, blobs in layers.items():
+        declared = sum(b.size for b in blobs)
+        if name in expected and declared > expected[name]:
+            f.close()
+            shapes = ", ".join(str(list(b.shape)) for b in blobs)
+            raise ConversionError(f"declares {declared:,} values for this layer ({shapes}), more than the "
+                                  f"{expected[name]:,} the prototxt implies", file=path, layer=name)
+    return Weights(layers, path=str(path), source=f)
 
 
-def _collect(name, group, layers):
+def _hdf5_layers(f, path):
+    """Layer name -> [Hdf5Blob] from the ``data`` group: a group whose members are all datasets
+    named 0, 1, ... is a layer (an empty one, a layer without blobs); other groups nest layer
+    names holding '/'. Iterative, following hard links only and each group once."""
     import h5py
 
-    keys = list(group.keys())
-    if all(k.isdigit() for k in keys) and all(isinstance(group[k], h5py.Dataset) for k in keys):
-        layers[name] = [np.asarray(group[k], dtype=np.float32) for k in sorted(keys, key=int)]
-        return
-    for k, sub in group.items():
-        if isinstance(sub, h5py.Group):
-            _collect(f"{name}/{k}", sub, layers)
+    if not isinstance(f.get("data", getlink=True), h5py.HardLink) or not isinstance(f["data"], h5py.Group):
+        raise ConversionError("is an HDF5 file without Caffe's 'data' group", file=path)
+    layers, seen, pending = {}, set(), [("", f["data"])]
+    while pending:
+        name, group = pending.pop()
+        if group.id in seen:
+            raise ConversionError(f"{group.name} links back to a group already read (an HDF5 link cycle); Caffe's "
+                                  f"snapshots are trees", file=path)
+        seen.add(group.id)
+        members = {}
+        for key in group:
+            link = group.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise ConversionError(f"holds a {type(link).__name__} at {group.name}/{key}; Caffe's snapshots hold "
+                                      f"only groups and datasets", file=path)
+            members[key] = group[key]
+        if name and all(k.isdigit() and isinstance(m, h5py.Dataset) for k, m in members.items()):
+            layers[name] = [_hdf5_blob(members[k], path) for k in sorted(members, key=int)]
+            continue
+        subgroups = [(f"{name}/{k}" if name else k, m) for k, m in members.items() if isinstance(m, h5py.Group)]
+        pending.extend(reversed(subgroups))  # popped in the file's order
+    return layers
+
+
+def _hdf5_blob(dataset, path):
+    if dataset.is_virtual or dataset.external:  # values from other files: not ours to read
+        problem = "takes its values from other files"
+    elif dataset.dtype.kind not in "fiu":
+        problem = f"holds {dataset.dtype}, not numbers"
+    else:
+        return Hdf5Blob(dataset, path)
+    raise ConversionError(f"dataset {dataset.name} {problem}; Caffe's snapshots hold float arrays", file=path)

@@ -301,6 +301,17 @@ def _needed(wired, wanted):
     return kept[::-1]
 
 
+def learned_sizes(g):
+    """Layer name -> how many values the network gives the layer (:func:`learned_elements`), for
+    the layers that learn: what a caffemodel may hold for them."""
+    sizes = {}
+    for node in g.nodes:
+        count = learned_elements(node, [g.shape(b) for b in node.bottoms])
+        if count:
+            sizes[node.name] = max(count, sizes.get(node.name, 0))
+    return sizes
+
+
 def _check_params(node, bottom_shapes, total_before, limit):
     count = learned_elements(node, bottom_shapes)
     if total_before + count > limit:

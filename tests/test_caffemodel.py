@@ -4,9 +4,11 @@ Files are written here with the converter's caffe.proto, or byte by byte where p
 produce the encoding (unpacked floats, truncation, a record without a name, > 2 GiB fields).
 """
 
+import re
 import resource
 import sys
 import time
+import tracemalloc
 
 import h5py
 import numpy as np
@@ -82,10 +84,95 @@ def test_hdf5_snapshot_nests_layer_names_with_slashes(tmp_path):
         f["data/conv1/0"] = np.ones((2, 1, 3, 3), np.float64)
         f["data/conv1/1"] = np.array([1.0, 2.0], np.float32)
         f["data/inception_3a/1x1/0"] = np.full((4, 2, 1, 1), 0.25, np.float32)
-    layers = caffemodel.load(path).layers
-    assert layers["conv1"][0].dtype == np.float32 and layers["conv1"][0].shape == (2, 1, 3, 3)
-    np.testing.assert_array_equal(layers["conv1"][1], [1.0, 2.0])
-    assert layers["inception_3a/1x1"][0].shape == (4, 2, 1, 1)
+    weights = caffemodel.load(path)
+    conv1 = weights.take("conv1")
+    assert conv1[0].dtype == np.float32 and conv1[0].shape == (2, 1, 3, 3)
+    np.testing.assert_array_equal(conv1[1], [1.0, 2.0])
+    assert weights.take("inception_3a/1x1")[0].shape == (4, 2, 1, 1)
+
+
+def hdf5_caffemodel(path, unused_shape=(4,), compression=None):
+    """A snapshot with a used layer 'ip' (a 1x4 InnerProduct) and an unused one of unused_shape,
+    declared without writing its values (HDF5 allocates nothing: they read as zeros)."""
+    with h5py.File(path, "w") as f:
+        f["data/ip/0"] = np.arange(4, dtype=np.float32).reshape(1, 4)
+        f["data/ip/1"] = np.ones(1, np.float32)
+        f.create_dataset("data/unused/0", shape=unused_shape, dtype="f4", compression=compression)
+    return path
+
+
+def test_hdf5_layers_are_read_when_taken_not_when_loaded(tmp_path):
+    path = hdf5_caffemodel(tmp_path / "n.caffemodel.h5", unused_shape=(2**29,))  # 2 GiB declared, 3 KB on disk
+    tracemalloc.start()
+    try:
+        weights = caffemodel.load(path)
+        assert [b.shape for b in weights.layers["unused"]] == [(2**29,)]
+        np.testing.assert_array_equal(weights.take("ip")[0], [[0, 1, 2, 3]])
+        assert weights.unused() == ["unused"]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_hdf5_layer_declaring_more_than_the_net_implies_is_refused_before_reading(tmp_path, compression):
+    """A 3 KB file declaring a 2 GiB dataset (or gzip declaring it) took 2.7 GB to refuse."""
+    path = tmp_path / "n.caffemodel.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/ip/0", shape=(2**29,), dtype="f4", compression=compression)
+        f["data/ip/1"] = np.ones(1, np.float32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConversionError) as info:
+            caffemodel.load(path, expected={"ip": 5})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+    assert info.value.layer == "ip"
+    assert str(info.value) == (f"{path}, layer 'ip': declares 536,870,913 values for this layer ([536870912], [1]), "
+                               f"more than the 5 the prototxt implies")
+
+
+def cycle(f):
+    f["data/conv/0"] = np.ones(3, np.float32)
+    f["data/loop"] = f["data"]
+
+
+def soft_loop(f):
+    f.create_group("data")
+    f["data/a"] = h5py.SoftLink("/data/b")
+    f["data/b"] = h5py.SoftLink("/data/a")
+
+
+def external_link(f):
+    f["data/conv"] = h5py.ExternalLink("/etc/other.h5", "/weights")
+
+
+def external_storage(f):
+    f.create_dataset("data/conv/0", shape=(4,), dtype="f4", external=[("/etc/hostname", 0, 16)])
+
+
+def strings(f):
+    f["data/conv/0"] = np.array([b"abc"])
+
+
+@pytest.mark.parametrize("build, says", [
+    (cycle, "/data/loop links back to a group already read (an HDF5 link cycle)"),
+    (soft_loop, "holds a SoftLink at /data/a"),
+    (external_link, "holds a ExternalLink at /data/conv"),
+    (external_storage, "dataset /data/conv/0 takes its values from other files"),
+    (strings, "dataset /data/conv/0 holds |S3, not numbers"),
+], ids=["cycle", "soft-loop", "external-link", "external-storage", "strings"])
+def test_hdf5_links_and_storage_caffe_never_writes_are_refused(tmp_path, build, says):
+    """A hard-link cycle used to recurse until RecursionError and 16 lines of sys.excepthook noise."""
+    path = tmp_path / "n.caffemodel.h5"
+    with h5py.File(path, "w") as f:
+        build(f)
+    with pytest.raises(ConversionError, match=re.escape(says)) as info:
+        caffemodel.load(path)
+    assert info.value.file == str(path) and "\n" not in str(info.value)
 
 
 def test_double_data_is_read_as_float32(tmp_path):
