@@ -7,6 +7,7 @@ layer, so the model takes plain pixels; its config records what it does, which i
 ``caffe2keras predict`` knows not to do it again.
 """
 
+import math
 from pathlib import Path
 
 import keras
@@ -79,15 +80,13 @@ def parse_mean(text):
 
 def load_mean_image(path):
     """A mean image as Caffe stores it: a BlobProto (``.binaryproto``, legacy num/channels/
-    height/width or ``shape``) or a NumPy ``.npy`` array, returned as (C, H, W) float32."""
+    height/width or ``shape``) or a NumPy ``.npy`` array, returned as (C, H, W): float32 from a
+    BlobProto, a read-only map of a ``.npy`` file (only the crop the input needs is ever read)."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError("no such mean file (expected B,G,R values or a .binaryproto/.npy mean image)", file=path)
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False).astype(np.float32)
-        except ValueError as err:
-            raise ConversionError(f"is not a NumPy array file ({err})", file=path) from None
+        array = _map_npy(path)
     else:
         from .schema import caffe_pb2
 
@@ -98,7 +97,7 @@ def load_mean_image(path):
             raise ConversionError(f"is not a Caffe mean .binaryproto ({err})", file=path) from None
         dims = list(blob.shape.dim) or [blob.num, blob.channels, blob.height, blob.width]
         data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
-        if not data.size or int(np.prod(dims)) != data.size:
+        if any(d <= 0 for d in dims) or math.prod(dims) != data.size:  # exact: absurd dims overflow int64
             raise ConversionError(f"mean blob of shape {dims} holds {data.size} values", file=path)
         array = data.reshape(dims)
     if array.ndim == 4 and array.shape[0] == 1:
@@ -106,6 +105,31 @@ def load_mean_image(path):
     if array.ndim != 3:
         raise ConversionError(f"a mean image must be (C, H, W), this one is {list(array.shape)}", file=path)
     return array
+
+
+def _map_npy(path):
+    """A ``.npy`` array as a read-only map of the file, once its header has been checked against
+    the file: a header declaring more bytes than the file holds is refused before anything is
+    allocated."""
+    formats = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in formats:
+                raise ValueError(f"format version {version[0]}.{version[1]}")
+            shape, _, dtype = formats[version](f)
+        except ValueError as err:
+            raise ConversionError(f"is not a NumPy array file ({err})", file=path) from None
+        start = f.tell()
+    if dtype.kind not in "fiu":
+        raise ConversionError(f"holds an array of {dtype}, not numbers", file=path)
+    declared, held = math.prod(shape) * dtype.itemsize, path.stat().st_size - start
+    if declared > held:
+        raise ConversionError(f"declares a {dtype} array of shape {list(shape)} ({declared:,} bytes) but holds "
+                              f"{held:,} bytes", file=path)
+    if not declared:
+        raise ConversionError(f"holds an empty array of shape {list(shape)}", file=path)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def centre_crop_mean(mean, height, width, source=None):
@@ -119,7 +143,7 @@ def centre_crop_mean(mean, height, width, source=None):
             file=source,
         )
     top, left = (mh - height) // 2, (mw - width) // 2
-    return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0))
+    return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0), dtype=np.float32)
 
 
 def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=None):

@@ -13,6 +13,7 @@ import sys
 import time
 import tracemalloc
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import GOLDEN
@@ -409,3 +410,61 @@ def test_outputs_may_name_an_input():
 
     conversion = build(str(GOLDEN / "v1_legacy" / "deploy.prototxt"), outputs=["data", "fc"])
     assert conversion.model.output_names == ["data", "fc"]
+
+
+def npy_declaring(path, shape, dtype="<f4", data=b""):
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        f.write(data)
+    return path
+
+
+def binaryproto(path, dims, values):
+    from caffe2keras import caffe_pb2
+
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend(dims)
+    blob.data.extend(values)
+    path.write_bytes(blob.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: npy_declaring(p / "m.npy", (3, 100000, 100000)),
+     "declares a float32 array of shape [3, 100000, 100000] (120,000,000,000 bytes) but holds 0 bytes"),
+    (lambda p: npy_declaring(p / "m.npy", (3, 4, 4), "|O"), "holds an array of object, not numbers"),
+    (lambda p: npy_declaring(p / "m.npy", (3, 0, 4)), "holds an empty array of shape [3, 0, 4]"),
+    (lambda p: binaryproto(p / "m.binaryproto", [1, 3, 100000, 100000], [1, 2, 3]),
+     "mean blob of shape [1, 3, 100000, 100000] holds 3 values"),
+    (lambda p: binaryproto(p / "m.binaryproto", [-1, -3], [1, 2, 3]), "mean blob of shape [-1, -3] holds 3 values"),
+    # 7 * 0x6DB6DB6DB6DB6DB7 is 1 modulo 2^64: an int64 product took this for one value.
+    (lambda p: binaryproto(p / "m.binaryproto", [7, 0x6DB6DB6DB6DB6DB7], [1]),
+     "mean blob of shape [7, 7905747460161236407] holds 1 values"),
+], ids=["npy-120GB", "npy-objects", "npy-empty", "binaryproto-huge", "binaryproto-negative", "binaryproto-wrapping"])
+def test_absurd_mean_files_are_refused_naming_the_file(tmp_path, make, says):
+    """A .npy whose header declares (3, 1e5, 1e5) ended as 'out of memory converting this model',
+    exit 1, the file not named."""
+    mean = make(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(main, [str(PROTOTXT), str(WEIGHTS), "-o", str(out / "m.h5"), "--mean", str(mean)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert assert_one_error_line(result) == f"error: {mean}: {says}"
+    assert peak < 50 * 2**20 and list(out.iterdir()) == []
+
+
+def test_a_big_npy_mean_is_mapped_and_only_the_crop_read(tmp_path):
+    """A genuine mean image larger than the input: only the centre crop becomes float32."""
+    from caffe2keras import preprocess
+
+    values = np.arange(3 * 64 * 48, dtype=np.float64).reshape(3, 64, 48)
+    np.save(tmp_path / "m.npy", values)
+    mean = preprocess.load_mean_image(tmp_path / "m.npy")
+    assert isinstance(mean, np.memmap) and mean.shape == (3, 64, 48)
+    crop = preprocess.centre_crop_mean(mean, 8, 6)
+    assert crop.dtype == np.float32 and crop.shape == (8, 6, 3)
+    np.testing.assert_array_equal(crop, values[:, 28:36, 21:27].transpose(1, 2, 0))
