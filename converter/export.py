@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -134,11 +135,21 @@ def _check_name(parent, target, path):
 
 def _check_writable(parent, path):
     """A cheap probe: a temporary directory can be made next to the output."""
+    probe = _temp_name(parent)
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+        os.mkdir(probe, 0o700)
     except OSError as err:
         problem = _write_problem(err) or err.strerror or str(err)
         raise ConversionError(f"cannot write in the output directory: {problem}", file=path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
+
+
+def _temp_name(parent):
+    """A fresh name for a temporary directory in ``parent``. Named before it is made (unlike
+    ``tempfile.mkdtemp``), so whatever interrupts the making, the cleanup knows what to remove."""
+    return Path(parent) / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
 
 
 def _write_problem(err):
@@ -174,21 +185,29 @@ def _quiet_absl():
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt while writing, so cleanup runs."""
+def _interrupts():
+    """While writing, SIGTERM (and Ctrl-C, while Python's own handler has it) raise
+    KeyboardInterrupt, so cleanup runs, and are remembered in the list yielded: Python swallows
+    an exception raised inside a finaliser (h5py's objects have them), so the writer asks the
+    list before publishing."""
+    seen = []
 
     def handler(signum, frame):
+        seen.append(signum)
         raise KeyboardInterrupt()
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread: signals are the main thread's
+        pass
     try:
-        yield
+        yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 def input_signature(model):
@@ -295,10 +314,12 @@ def save(model, path, force=False, inputs=()):
     fmt = check_output(path, force=force, inputs=inputs)
     target = Path(path)
     _check_space(model, target, path)
-    with _terminate_as_interrupt(), _quiet_absl(), _staged(target, path) as tmp:
+    with _interrupts() as interrupted, _quiet_absl(), _staged(target, path) as tmp:
         # A fresh name inside the temporary directory: Keras picks the format by the suffix.
         work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
         _write(model, str(work), fmt)
+        if interrupted:  # and the KeyboardInterrupt was lost in a finaliser
+            raise KeyboardInterrupt()
         publish(work, target, force=force)
     return target
 
@@ -317,10 +338,10 @@ def _staged(target, path):
     """A temporary directory next to ``target`` to write the output in, removed afterwards. An
     error about the disk (full, read-only, ...) becomes a one-line ConversionError naming
     ``path``; any other passes on."""
-    tmp = None
+    tmp = _temp_name(target.parent if str(target.parent) else Path("."))
     try:
-        tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent if str(target.parent) else Path("."))
-        yield Path(tmp)
+        os.mkdir(tmp, 0o700)
+        yield tmp
     except ConversionError:
         raise
     except Exception as err:
@@ -329,8 +350,7 @@ def _staged(target, path):
             raise
         raise ConversionError(f"cannot write the output: {problem}", file=path) from None
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_space(model, target, path):

@@ -388,11 +388,12 @@ def test_interrupted_save_leaves_no_file(tmp_path, sig):
     proc = subprocess.Popen([*CLI, str(prototxt), "-o", str(out / "model.h5")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # Wait until the temporary file exists: the interrupt lands mid-write.
+        # Wait until the model is being written in its temporary directory: the interrupt lands
+        # mid-write.
         deadline = time.monotonic() + 240
-        while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        while not list(out.glob("*/model.h5")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
-        saw_partial = any(out.iterdir())
+        saw_partial = bool(list(out.glob("*/model.h5")))
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -468,3 +469,4 @@ def test_a_big_npy_mean_is_mapped_and_only_the_crop_read(tmp_path):
     crop = preprocess.centre_crop_mean(mean, 8, 6)
     assert crop.dtype == np.float32 and crop.shape == (8, 6, 3)
     np.testing.assert_array_equal(crop, values[:, 28:36, 21:27].transpose(1, 2, 0))
+

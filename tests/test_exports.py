@@ -324,3 +324,27 @@ def test_an_empty_directory_created_meanwhile_is_not_replaced(tiny, tmp_path, mo
     with pytest.raises(ConversionError, match="created by someone else"):
         export.save(tiny, f"{target}/")
     assert list(target.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["sm"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_lost_in_a_finaliser_still_stops_publishing(tiny, tmp_path, monkeypatch):
+    """Python swallows a KeyboardInterrupt raised inside a finaliser ('Exception ignored in'):
+    the save must notice the signal anyway and leave nothing."""
+    import gc
+    import signal
+
+    write = export._write
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # its KeyboardInterrupt dies with this __del__
+
+    def write_then_collect(model, path, fmt):
+        write(model, path, fmt)
+        Finalised()
+        gc.collect()
+
+    monkeypatch.setattr(export, "_write", write_then_collect)
+    with pytest.raises(KeyboardInterrupt):
+        export.save(tiny, tmp_path / "m.keras")
+    assert list(tmp_path.iterdir()) == []

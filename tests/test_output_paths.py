@@ -122,7 +122,7 @@ def test_unwritable_directory_found_by_the_probe(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(export.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(export.os, "mkdir", refuse)
     assert_refused(convert(tmp_path / "m.h5"), tmp_path / "m.h5",
                    "cannot write in the output directory: Read-only file system")
 
