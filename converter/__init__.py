@@ -7,13 +7,16 @@ Importing the package also registers its custom Keras layers, so saved models lo
 ``keras.models.load_model(path, safe_mode=True)``.
 """
 
-from ._quiet import import_tensorflow
+from ._quiet import import_tensorflow, interrupted_while_starting
 
-import_tensorflow()
-
-from . import layers, losses, preprocess, rcnn_layers, solver  # noqa: E402,F401  (registers the custom Keras objects)
-from .api import build, convert  # noqa: E402
-from .errors import ConversionError, InternalError  # noqa: E402
+try:
+    import_tensorflow()
+    from . import layers, losses, preprocess, rcnn_layers, solver  # noqa: F401  (registers the custom Keras objects)
+    from .api import build, convert
+    from .errors import ConversionError, InternalError
+except KeyboardInterrupt:
+    interrupted_while_starting(__name__)
+    raise
 
 __version__ = "0.1.0"
 __all__ = ["convert", "build", "ConversionError", "InternalError", "__version__"]

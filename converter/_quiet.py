@@ -1,4 +1,5 @@
-"""Import TensorFlow and Keras without TensorFlow's C++ start-up chatter on stderr."""
+"""Import TensorFlow and Keras without TensorFlow's C++ start-up chatter on stderr, and end a
+``caffe2keras`` command interrupted while it starts like one interrupted later: one line."""
 
 import os
 import sys
@@ -25,3 +26,17 @@ def import_tensorflow():
             os.dup2(saved, 2)
             os.close(saved)
             os.close(null)
+
+
+def interrupted_while_starting(package):
+    """Called on Ctrl-C while ``package`` is imported. When the import is the command starting
+    (importlib is loading ``<package>.cli`` on its behalf: the console script and ``python -c
+    "from caffe2keras.cli import main; main()"`` both do), print one line and exit 130 as the
+    command does once running, instead of a traceback through TensorFlow's import; a program
+    importing the package gets its KeyboardInterrupt back."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_find_and_load" and frame.f_locals.get("name") == f"{package}.cli":
+            sys.stderr.write("error: interrupted; no output written\n")
+            raise SystemExit(130)
+        frame = frame.f_back

@@ -36,8 +36,7 @@ def run_guarded(debug, fn, *args, **kwargs):
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        click.echo("error: interrupted; no output written", err=True)
-        sys.exit(130)
+        exit_interrupted()
     except MemoryError:
         click.echo("error: out of memory converting this model", err=True)
         sys.exit(EXIT_INTERNAL)
@@ -49,13 +48,31 @@ def run_guarded(debug, fn, *args, **kwargs):
         sys.exit(EXIT_INTERNAL)
 
 
+def exit_interrupted():
+    click.echo("error: interrupted; no output written", err=True)
+    sys.exit(130)
+
+
 class DefaultGroup(click.Group):
-    """A group whose default command is ``convert``: ``caffe2keras net.prototxt -o out.h5``."""
+    """A group whose default command is ``convert``: ``caffe2keras net.prototxt -o out.h5``.
+
+    A Ctrl-C while click parses the arguments ends like one in a command's body (click would
+    print an empty line and "Aborted!", exit 1).
+    """
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["convert", *args]
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except KeyboardInterrupt:
+            exit_interrupted()
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            exit_interrupted()
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

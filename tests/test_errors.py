@@ -470,3 +470,22 @@ def test_a_big_npy_mean_is_mapped_and_only_the_crop_read(tmp_path):
     assert crop.dtype == np.float32 and crop.shape == (8, 6, 3)
     np.testing.assert_array_equal(crop, values[:, 28:36, 21:27].transpose(1, 2, 0))
 
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5])
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, delay):
+    """Interrupted while importing TensorFlow, the command printed a 27-48 line traceback and
+    died of the signal (exit -2)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([*CLI, str(big_net(tmp_path)), "-o", str(out / "model.h5")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, stderr.strip().splitlines()) == (130, ["error: interrupted; no output written"])
+    assert list(out.iterdir()) == []
