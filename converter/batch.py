@@ -68,7 +68,6 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
     """
     from . import export, preprocess, training
     from .api import build
-    from .translate import keras_name
 
     sources = (prototxt, caffemodel, solver, None if mean is None or _is_numbers(mean) else mean)
     fmt = export.check_output(output, force=force, inputs=sources)
@@ -87,7 +86,7 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
             raise ConversionError(err.message, file=err.file or prototxt, layer=err.layer) from None
     built = time.perf_counter()
     export.save(model, output, force=force, inputs=sources)
-    graph = conversion.graph
+    graph, names = conversion.graph, conversion.names
     record = {
         "network": graph.name or "network",
         "prototxt": str(prototxt),
@@ -97,12 +96,10 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
         "caffe_layers": len(graph.nodes),
         "keras_layers": len(model.layers),
         "parameters": int(model.count_params()),
-        "inputs": [{"name": keras_name(graph.blobs[b].name), "caffe_shape": list(graph.blobs[b].shape)}
-                   for b in graph.inputs],
+        "inputs": [{"name": names.inputs[b], "caffe_shape": list(graph.blobs[b].shape)} for b in graph.inputs],
         "outputs": [
-            {"name": keras_name(graph.blobs[b].name), "caffe_shape": list(graph.blobs[b].shape),
-             "keras_shape": [d for d in out.shape[1:]]}
-            for b, out in zip(graph.outputs, model.outputs)
+            {"name": name, "caffe_shape": list(graph.blobs[b].shape), "keras_shape": [d for d in out.shape[1:]]}
+            for b, name, out in zip(graph.outputs, names.outputs, model.outputs)
         ],
         "preprocess": preprocess.find(model) and _plain(preprocess.find(model)),
         "training": training.summary(conversion) if solver is not None else None,

@@ -34,7 +34,7 @@ class Blob:
     producer: str = None  # name of the node writing it; None for network inputs
 
 
-@dataclass
+@dataclass(eq=False)  # a node is itself: Caffe lets two layers share a name and parameters
 class Node:
     name: str
     type: str
@@ -219,9 +219,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         for layer, _, _ in layers:
             available.difference_update(layer.bottom)
             available.update(layer.top)
-        out_names = sorted(available | {b for b in netdef.extra_outputs if b in current})
-        # An input nothing reads is no output, unless a layer rewrote it in place.
-        out_ids = [current[n] for n in out_names if current[n] not in inputs or not nodes]
+        # Caffe's net.outputs: every blob nothing reads after its last write (an input nothing
+        # reads included), sorted by name.
+        out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
 
 

@@ -770,7 +770,8 @@ def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, asp
 @register
 class PriorBox(keras.layers.Layer):
     """SSD's PriorBox: a constant (1, 2, H*W*priors*4) blob of prior boxes and variances that
-    depends only on the feature map and image sizes (see :func:`prior_boxes`)."""
+    depends only on the feature map and image sizes (see :func:`prior_boxes`); its inputs (the
+    feature map, and the image when Caffe's layer has it) are not read."""
 
     def __init__(self, feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances,
                  **kwargs):
@@ -825,7 +826,8 @@ def _interp_axis(size_in, size_out, begin):
 class BilinearResize(keras.layers.Layer):
     """Align-corners bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it:
     output pixel ``i`` reads input position ``i * (in - 1) / (out - 1)`` of the window of
-    ``in_hw`` starting at ``begin`` (Interp's negative pads crop the input)."""
+    ``in_hw`` starting at ``begin`` (Interp's negative pads crop the input). Inputs after the
+    first (Interp's size reference) are not read."""
 
     def __init__(self, in_hw, out_hw, begin=(0, 0), **kwargs):
         super().__init__(**kwargs)
@@ -835,7 +837,8 @@ class BilinearResize(keras.layers.Layer):
         self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0])
         self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1])
 
-    def call(self, x):
+    def call(self, inputs):
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         c0, c1, cw0, cw1 = self._cols
         r0, r1, rw0, rw1 = self._rows
         cw0, cw1 = cw0[None, None, :, None], cw1[None, None, :, None]
@@ -844,6 +847,7 @@ class BilinearResize(keras.layers.Layer):
         return rw0 * ops.take(xw, r0, axis=1) + rw1 * ops.take(xw, r1, axis=1)
 
     def compute_output_shape(self, s):
+        s = s[0] if isinstance(s[0], (list, tuple)) else s
         return (s[0],) + self.out_hw + (s[3],)
 
     def get_config(self):

@@ -1,10 +1,11 @@
 """Which memory layout each converted tensor has, and moving between layouts.
 
-Keras convolutions work NHWC, Caffe NCHW. A 4-D Caffe blob (N, C, H, W) is normally held as
-(N, H, W, C) — the *canonical* layout, and what users see at every 4-D output. Other ranks are
-held exactly in Caffe's shape. A translator may hand on a 4-D blob in Caffe's own order instead
-(layout ``CAFFE``) when that saves a transpose (``Permute`` followed by ``Flatten`` in SSD heads);
-consumers ask for the layout they need and the transposes happen only then.
+Keras convolutions work NHWC, Caffe NCHW. A 4-D Caffe blob (N, C, H, W) is held as
+(N, H, W, C) — the *canonical* layout, what users see at every 4-D output and layer of a Caffe
+name. Other ranks are held exactly in Caffe's shape. A translator may compute a 4-D top in
+Caffe's own order (layout ``CAFFE``: a Permute, a Reshape); the model then carries its NHWC view
+under the layer's name, and a consumer asking for Caffe's order again gets a transpose that
+TensorFlow's graph optimiser folds into the view.
 """
 
 from dataclasses import dataclass

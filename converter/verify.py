@@ -3,9 +3,10 @@
 OpenCV's DNN module (``cv2.dnn.readNetFromCaffe``, the ``caffe2keras[verify]`` extra) runs the
 original prototxt and caffemodel; the converted model runs on the same input (seeded random
 values, or an image). Every network output and every layer both know is compared in Caffe's
-order: the prototxt is converted again (without weights) to learn which Keras layer holds each
-Caffe layer's top and in which layout. OpenCV runs with layer fusion off, so a convolution's top
-is compared before the in-place ReLU that follows it, as Caffe records it.
+order: the model's blob table (:mod:`~caffe2keras.blobtable`) says which Keras layer holds each
+Caffe layer's tops (NHWC when 4-D, as the layout contract promises), the prototxt's graph (no
+Keras built) the inputs. OpenCV runs with layer fusion off, so a convolution's top is compared
+before the in-place ReLU that follows it, as Caffe records it.
 
 Tolerance, as everywhere in this project: max|keras - caffe| <= 1e-4 * max(1, max|caffe|).
 """
@@ -87,14 +88,12 @@ def _opencv():
     return cv2
 
 
-def _inputs(conversion, model, image, seed):
+def _inputs(graph, model, image, seed):
     """The model's raw inputs (a list in graph order, NHWC for images) and Caffe's view of them,
     ``{caffe blob: NCHW array}`` (the baked preprocessing applied, as Caffe's Transformer would)."""
     from . import preprocess
     from .predict import image_input, load_image, model_pixels
-    from .translate import keras_name
 
-    graph = conversion.graph
     config = preprocess.find(model)
     rng = np.random.default_rng(seed)
     raw, caffe = [], {}
@@ -122,51 +121,52 @@ def _inputs(conversion, model, image, seed):
             layer.set_weights(source.get_weights())
             caffe_x = np.asarray(layer(x))
         caffe[blob.name] = caffe_x.transpose(0, 3, 1, 2) if nhwc else caffe_x
-        if keras_name(blob.name) not in [i.name for i in model.inputs]:
-            raise ConversionError(f"the model has no input '{keras_name(blob.name)}' for Caffe input '{blob.name}'")
     return raw, caffe
 
 
-def _probe(conversion, model):
-    """A model over ``model``'s layers giving the first top of every Caffe layer it holds:
-    ``(probe, [(caffe layer, layout)])``."""
+def _graph_of(prototxt_path, model, model_path, input_shapes):
+    """The graph the model was converted from (cut like the model, with ``--outputs``) and the
+    model's blob table, checked to describe the same network."""
+    from . import api, blobtable
+
+    holder = blobtable.find(model)
+    if holder is None:
+        raise ConversionError("the model carries no Caffe blob table: convert it again with this caffe2keras",
+                              file=model_path)
+    table = holder.table
+    graph, _ = api.check(prototxt_path, None, input_shapes=input_shapes, outputs=table["outputs"])
+    if [n.name for n in graph.nodes] != [name for name, _, _ in table["layers"]] or len(graph.inputs) != len(
+        table["inputs"]
+    ):
+        raise ConversionError("the model was not converted from this prototxt (its layers differ)", file=model_path)
+    return graph, table
+
+
+def _probe(graph, table, model):
+    """A model over ``model``'s layers giving the first top of every Caffe layer, NHWC when 4-D
+    as the layout contract promises: ``(probe, [caffe layer])``."""
     import keras
 
+    by_name = {layer.name: layer for layer in model.layers}
     tensors, entries = [], []
-    for node in conversion.graph.nodes:
-        tensor = conversion.tensors.get(node.tops[0])
-        history = getattr(tensor.value, "_keras_history", None) if tensor is not None else None
-        if history is None:
+    for node, (_, keras_layer, _) in zip(graph.nodes, table["layers"]):
+        layer = by_name.get(keras_layer)
+        if layer is None or not node.tops:
             continue
-        try:
-            layer = model.get_layer(history.operation.name)
-            out = layer.output
-        except (ValueError, AttributeError):  # not in this model, or a layer called more than once
-            continue
-        out = out[history.tensor_index] if isinstance(out, (list, tuple)) else out
-        tensors.append(out)
-        entries.append((node.name, tensor.layout))
+        out = layer.output
+        tensors.append(out[0] if isinstance(out, (list, tuple)) else out)
+        entries.append(node)
     return depth.call(keras.Model, model.inputs, tensors), entries
 
 
 def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=None, seed=0):
     """Compare the converted model at ``model_path`` with OpenCV running the Caffe files."""
     cv2 = _opencv()
-    from . import api
     from .predict import load_model
-    from .translate import keras_name
 
     model = load_model(model_path)
-    conversion = api.build(prototxt_path, None, input_shapes=input_shapes)
-    # Rebuild with MODEL's outputs when it was cut with --outputs, so the layer names line up
-    # (an output ending an in-place chain takes its blob's name from the layer before it).
-    blob_names = {keras_name(b.name): b.name for b in conversion.graph.blobs.values()}
-    cut = [blob_names.get(n) for n in model.output_names]
-    caffe_outputs = [conversion.graph.blobs[b].name for b in conversion.graph.outputs]
-    if None not in cut and sorted(cut) != sorted(caffe_outputs):
-        conversion = api.build(prototxt_path, None, input_shapes=input_shapes, outputs=cut)
-    raw, caffe_inputs = _inputs(conversion, model, image, seed)
-    graph = conversion.graph
+    graph, table = _graph_of(prototxt_path, model, model_path, input_shapes)
+    raw, caffe_inputs = _inputs(graph, model, image, seed)
 
     try:
         net = cv2.dnn.readNetFromCaffe(str(prototxt_path), str(caffemodel_path))
@@ -183,43 +183,38 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
     comparisons, skipped = [], []
     outs = model(raw if isinstance(model.input, (list, tuple)) else raw[0], training=False)
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-    # The model's outputs by name (MODEL may have been cut with --outputs, so they need not be
-    # the prototxt's): a Keras output is named after its Caffe blob, whose final version it is.
-    final = {}
-    for node in graph.nodes:
-        for bid in node.tops:
-            final[keras_name(graph.blobs[bid].name)] = (bid, node)
+    producer = {bid: node for node in graph.nodes for bid in node.tops}
     wanted = []
-    for name, value in zip(model.output_names, outs):
-        bid, producer = final.get(name, (None, None))
-        if producer is None or producer.name not in opencv_layers or producer.tops[0] != bid:
+    for bid, name, value in zip(graph.outputs, model.output_names, outs):
+        node = producer.get(bid)
+        # OpenCV gives a layer's first top by the layer's name.
+        if node is None or node.name not in opencv_layers or node.tops[0] != bid:
             skipped.append(f"output {name}: OpenCV exposes no layer giving it")
             continue
         value = np.asarray(value)
-        wanted.append(("output", graph.blobs[bid].name, producer.name,
-                       value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
+        wanted.append(("output", graph.blobs[bid].name, node, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
 
-    probe, entries = _probe(conversion, model)
+    probe, entries = _probe(graph, table, model)
     values = probe(raw, training=False)
     values = list(values) if isinstance(values, (list, tuple)) else [values]
-    for (layer, layout), value in zip(entries, values):
-        if layer not in opencv_layers:
-            skipped.append(f"layer {layer}: not a layer of OpenCV's network")
+    for node, value in zip(entries, values):
+        if node.name not in opencv_layers:
+            skipped.append(f"layer {node.name}: not a layer of OpenCV's network")
             continue
         value = np.asarray(value)
-        wanted.append(("layer", layer, layer, value.transpose(0, 3, 1, 2) if layout == "nhwc" and value.ndim == 4 else value))
+        wanted.append(("layer", node.name, node, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
 
     if not wanted:
         raise ConversionError("nothing to compare: OpenCV and the model share no layer or output", file=model_path)
-    names = list(dict.fromkeys(w[2] for w in wanted))
+    names = list(dict.fromkeys(w[2].name for w in wanted))
     try:
         references = dict(zip(names, net.forward(names)))
     except cv2.error as err:
         raise ConversionError(f"OpenCV failed to run this network ({' '.join(str(err).split())[-200:]})",
                               file=prototxt_path) from None
-    for kind, name, layer, value in wanted:
-        reference = references[layer]
-        if graph.node(layer).type == "DetectionOutput":
+    for kind, name, node, value in wanted:
+        reference = references[node.name]
+        if node.type == "DetectionOutput":
             value, reference = detection_rows(value), detection_rows(reference)
         comparisons.append(compare(kind, name, value, reference))
     return Result(comparisons, skipped, "image " + Path(image).name if image else f"random (seed {seed})")

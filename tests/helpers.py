@@ -242,6 +242,21 @@ def check_golden(net_dir, caffemodel_name="weights.caffemodel", prototxt_name="d
     return errors
 
 
+def final_blobs(net_dir):
+    """``{blob: value}``: each blob as Caffe's ``net.blobs`` holds it after the forward pass (the
+    last layer writing it; inputs as fed), from a fixture recording every layer top."""
+    net_dir = Path(net_dir)
+    expected = np.load(net_dir / "expected.npz")
+    meta = json.loads((net_dir / "meta.json").read_text())
+    last = {k[len("input/"):]: expected[k] for k in expected.files if k.startswith("input/")}
+    for layer in meta["layers"]:
+        for top in layer["tops"]:
+            key = f"layer/{layer['name']}/{top}"
+            if key in expected.files:
+                last[top] = expected[key]
+    return last
+
+
 def assert_samples(actual, stats, what):
     """Compare a tensor with real Caffe's recorded samples (meta.json) at the full tensor's tolerance."""
     actual = np.asarray(actual)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import GOLDEN, shared_path
-from helpers import assert_close, assert_samples
+from helpers import assert_close, assert_samples, final_blobs
 
 from caffe2keras.cli import main
 
@@ -38,16 +38,10 @@ NETS = [
 ]
 
 
-def final_values(net_dir, expected):
+def final_values(net_dir):
     """Caffe's final value of each network output blob, by blob name."""
-    meta = json.loads((net_dir / "meta.json").read_text())
-    last = {}
-    for layer in meta["layers"]:
-        for top in layer["tops"]:
-            key = f"layer/{layer['name']}/{top}"
-            if key in expected.files:
-                last[top] = expected[key]
-    return {name: last[name] for name in meta["outputs"]}
+    last = final_blobs(net_dir)
+    return {name: last[name] for name in json.loads((net_dir / "meta.json").read_text())["outputs"]}
 
 
 def convert_and_reload(tmp_path, prototxt, caffemodel, suffix, *extra):
@@ -79,14 +73,14 @@ def test_cli_converts_and_safe_mode_reload_matches_caffe(tmp_path, net, suffix):
     expected = np.load(net_dir / "expected.npz")
     model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", suffix)
     inputs = [expected[k] for k in expected.files if k.startswith("input/")]
-    check_outputs(model, inputs, final_values(net_dir, expected))
+    check_outputs(model, inputs, final_values(net_dir))
 
 
 def test_cli_v1_caffemodel_converts(tmp_path):
     net_dir = GOLDEN / "v1_legacy"
     expected = np.load(net_dir / "expected.npz")
     model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights_v1.caffemodel", ".h5")
-    check_outputs(model, [expected["input/data"]], final_values(net_dir, expected))
+    check_outputs(model, [expected["input/data"]], final_values(net_dir))
 
 
 def test_cli_train_val_net_gives_fc(tmp_path):
@@ -151,4 +145,4 @@ def test_cli_converts_shared_zoo_replicas(tmp_path, net):
     for suffix in (".h5", ".keras"):
         model = convert_and_reload(tmp_path, net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", suffix)
         inputs = [expected[k] for k in expected.files if k.startswith("input/")]
-        check_outputs(model, inputs, final_values(net_dir, expected))
+        check_outputs(model, inputs, final_values(net_dir))

@@ -2,9 +2,12 @@
 
 A translator is registered by Caffe type name with :func:`translator` and called as
 ``fn(ctx, node, inputs)`` where ``inputs`` are :class:`~caffe2keras.layout.Tensor` values of the
-node's bottoms. It returns one entry per top: a Keras tensor in the canonical layout, or a
-``(keras_tensor, layout)`` pair. The Keras layer producing a top is named after the Caffe layer
-(``ctx.name(node)``); helper layers get derived names (``ctx.name(node, "pad")``).
+node's bottoms (4-D ones NHWC). It returns one entry per top: a Keras tensor in the canonical
+layout, or a ``(keras_tensor, layout)`` pair. Names come from :mod:`caffe2keras.naming`, decided
+before any layer is built: the layer producing the tops is ``ctx.name(node)``, helper layers
+``ctx.name(node, "pad")``. A 4-D top held in Caffe's order is made by a layer named
+``ctx.name(node, layout=CAFFE)``; :func:`build_model` adds the NHWC view carrying the node's
+name, so every Caffe layer's tops are reachable by name in the layout users are promised.
 """
 
 import importlib
@@ -14,8 +17,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from .. import blobtable, naming
 from ..errors import ConversionError, InternalError
-from ..layout import CAFFE, Tensor, canonical, keras_shape
+from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
 from ..shapes import legacy_shape
 
 TRANSLATORS = {}
@@ -43,37 +47,24 @@ def supported_types():
     return sorted(TRANSLATORS)
 
 
-def keras_name(caffe_name):
-    return caffe_name.replace("/", "_")
-
-
 class Context:
-    """What translators share: unique layer names, weights, layout conversions."""
+    """What translators share: the names decided for the graph, weights, layout conversions."""
 
-    def __init__(self, graph, weights=None):
+    def __init__(self, graph, names, weights=None):
         self.graph = graph
+        self.names = names
         self.weights = weights  # caffemodel.Weights or None (Keras initialisers)
-        self.taken = set()
-        self.reserved = {}
         self._converted = {}
 
-    def _unique(self, base):
-        name, i = base, 1
-        while name in self.taken:
-            name = f"{base}_{i}"
-            i += 1
-        self.taken.add(name)
-        return name
-
-    def name(self, node, suffix=None):
-        """The Keras layer name for ``node`` (or for one of its helpers, with ``suffix``)."""
-        base = keras_name(node.name)
+    def name(self, node, suffix=None, layout=None):
+        """The Keras name of the layer giving ``node``'s tops, or with ``suffix`` a fresh name for
+        one of its helpers. ``layout=CAFFE`` names a layer holding the node's 4-D top in Caffe's
+        order: a helper, as the name belongs to the NHWC view."""
+        if suffix is None and layout == CAFFE and len(self.shape(node)) == 4:
+            suffix = naming.CAFFE_ORDER
         if suffix is None:
-            # Keyed by node: Caffe lets two layers share a name (HED's five 'crop' layers).
-            if id(node) not in self.reserved:
-                self.reserved[id(node)] = self._unique(base)
-            return self.reserved[id(node)]
-        return self._unique(f"{base}_{suffix}")
+            return self.names.layers[node]
+        return self.names.helper(node, suffix)
 
     def fail(self, node, message):
         return ConversionError(message, file=self.graph.path, layer=node.name)
@@ -82,18 +73,16 @@ class Context:
         """Caffe shape of the node's i-th top."""
         return self.graph.shape(node.tops[i])
 
-    def as_layout(self, tensor, layout, node=None):
-        """The Keras tensor of ``tensor`` in ``layout``, transposing (once per blob) if needed."""
+    def as_layout(self, tensor, layout, node):
+        """The Keras tensor of ``tensor`` in ``layout``, transposing (once per blob, by a helper of
+        the first ``node`` asking) if needed."""
         if tensor.layout == layout or tensor.rank != 4:
             return tensor.value
         key = (id(tensor.value), layout)
         if key not in self._converted:
             dims = (3, 1, 2) if layout == CAFFE else (2, 3, 1)
-            owner = node.name if node is not None else "blob"
             suffix = "to_nchw" if layout == CAFFE else "to_nhwc"
-            self._converted[key] = keras.layers.Permute(dims, name=self._unique(f"{keras_name(owner)}_{suffix}"))(
-                tensor.value
-            )
+            self._converted[key] = keras.layers.Permute(dims, name=self.name(node, suffix))(tensor.value)
         return self._converted[key]
 
     def legacy(self, tensor, node):
@@ -103,13 +92,13 @@ class Context:
         if tensor.rank == 4:
             return tensor
         shape = legacy_shape(tensor.shape, node.type)
-        value = keras.layers.Reshape(shape[1:], name=self._unique(f"{keras_name(node.name)}_as_4d"))(tensor.value)
+        value = keras.layers.Reshape(shape[1:], name=self.name(node, "as_4d"))(tensor.value)
         return Tensor(value, shape, CAFFE)
 
-    def canonical(self, tensor, node=None):
+    def canonical(self, tensor, node):
         return self.as_layout(tensor, canonical(tensor.shape), node)
 
-    def caffe(self, tensor, node=None):
+    def caffe(self, tensor, node):
         return self.as_layout(tensor, CAFFE, node)
 
     def params(self, node, shapes):
@@ -156,27 +145,28 @@ class Conversion:
     model: object
     graph: object
     tensors: dict  # SSA blob id -> Tensor
+    names: object  # naming.Names
     targets: list = field(default_factory=list)  # with a solver: training.Target per loss, in output order
 
 
 def build_model(graph, weights=None):
     _register_all()
-    ctx = Context(graph, weights)
-    values, inputs = {}, []
-    for bid in graph.inputs:
-        blob = graph.blobs[bid]
-        layout = canonical(blob.shape)
-        kshape = keras_shape(blob.shape, layout)
-        inp = keras.Input(shape=kshape[1:], name=ctx._unique(keras_name(blob.name)))
-        inputs.append(inp)
-        values[bid] = Tensor(inp, blob.shape, layout)
-
     unsupported = sorted({n.type for n in graph.nodes if n.type not in TRANSLATORS})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=graph.path)
+    names = naming.assign(graph)
+    ctx = Context(graph, names, weights)
+    inputs = []
+    for bid in graph.inputs:
+        shape = graph.blobs[bid].shape
+        inputs.append(keras.Input(shape=keras_shape(shape, canonical(shape))[1:], name=names.inputs[bid]))
+    # The blob table rides on the inputs, so it is on every path of the model; a network without
+    # layers has no blob to look up.
+    seen = blobtable.CaffeBlobs(names.table(graph), name=names.table_layer)(inputs) if graph.nodes else inputs
+    values = {bid: Tensor(v, graph.blobs[bid].shape, canonical(graph.blobs[bid].shape))
+              for bid, v in zip(graph.inputs, seen)}
 
     for node in graph.nodes:
-        ctx.name(node)  # reserve the Caffe name before helpers take theirs
         outs = TRANSLATORS[node.type](ctx, node, [values[b] for b in node.bottoms])
         if len(outs) != len(node.tops):
             raise InternalError(
@@ -193,48 +183,28 @@ def build_model(graph, weights=None):
                     file=graph.path,
                     layer=node.name,
                 )
+            if layout == CAFFE and len(shape) == 4:
+                if len(node.tops) > 1:
+                    raise InternalError("internal: a 4-D top of a multi-top layer held in Caffe order",
+                                        file=graph.path, layer=node.name)
+                # The layer of the Caffe name is the NHWC view; later layers read it, so it is
+                # part of the model (TensorFlow's graph optimiser folds a transpose back to Caffe
+                # order into this one).
+                value = keras.layers.Permute(tuple(NHWC_ORDER[1:]), name=names.layers[node])(value)
+                layout = NHWC
             values[bid] = Tensor(value, shape, layout)
 
+    raw = dict(zip(graph.inputs, inputs))
     outputs = []
-    for bid in graph.outputs:
-        blob = graph.blobs[bid]
-        tensor = values[bid]
-        wanted = keras_name(blob.name)
-        value = _canonical_output(ctx, tensor)
-        if value._keras_history[0].name != wanted:
-            holder = _layer_named(values, wanted)
-            if holder is not None and not isinstance(holder, keras.layers.InputLayer):
-                # An in-place chain ends at this output (conv5 rewritten by relu5): the output
-                # takes the blob's name, as Caffe's net.blobs["conv5"] is the final value, and
-                # the earlier layer of that name becomes <name>_pre.
-                holder.name = ctx._unique(f"{wanted}_pre")
-                name = wanted
-            else:
-                name = ctx._unique(wanted)
-            value = keras.layers.Identity(name=name)(value)
-        outputs.append(value)
+    for i, bid in enumerate(graph.outputs):
+        if bid in raw:
+            outputs.append(raw[bid])
+        elif i in names.direct:
+            outputs.append(values[bid].value)
+        else:
+            outputs.append(keras.layers.Identity(name=names.outputs[i])(values[bid].value))
 
     if weights is not None:
         weights.warn_unused()
-    model = keras.Model(inputs=inputs, outputs=outputs, name=keras_name(graph.name or "caffe_net"))
-    return Conversion(model=model, graph=graph, tensors=values)
-
-
-def _canonical_output(ctx, tensor):
-    """A network output in the canonical layout. When a 4-D output is held in Caffe order, the
-    transpose takes over the producing layer's Caffe name (the producer is renamed as a helper),
-    so the layer named after the Caffe layer still yields the user-facing NHWC value."""
-    if tensor.layout == canonical(tensor.shape) or tensor.rank != 4:
-        return tensor.value
-    producer = tensor.value._keras_history[0]
-    name = producer.name
-    producer.name = ctx._unique(f"{name}_caffe_order")
-    return keras.layers.Permute((2, 3, 1), name=name)(tensor.value)
-
-
-def _layer_named(values, name):
-    for tensor in values.values():
-        layer = tensor.value._keras_history[0]
-        if layer.name == name:
-            return layer
-    return None
+    model = keras.Model(inputs=inputs, outputs=outputs, name=names.model)
+    return Conversion(model=model, graph=graph, tensors=values, names=names)

@@ -143,7 +143,7 @@ def inner_product(ctx, node, inputs):
     else:
         value = ctx.caffe(x, node)
     out_layout = CAFFE if axis + 1 == 4 else None
-    name = ctx.name(node, "dense") if axis == 0 else ctx.name(node)
+    name = ctx.name(node, "dense") if axis == 0 else ctx.name(node, layout=out_layout)
     layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=name)
     w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
     params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
@@ -161,7 +161,7 @@ def embed(ctx, node, inputs):
     p = node.param.embed_param
     x = inputs[0]
     out_layout = CAFFE if len(ctx.shape(node)) == 4 else None
-    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node))
+    layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node, layout=out_layout))
     y = layer(ctx.caffe(x, node))
     params = ctx.params(node, [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else []))
     if params is not None:

@@ -44,7 +44,9 @@ def prior_box(ctx, node, inputs):
         variances=list(p.variance),
         name=ctx.name(node),
     )
-    return [layer(feature.value)]  # the priors depend on sizes only
+    # The priors depend on sizes only; the image is an input all the same, so the layer making it
+    # stays in the model (see Crop).
+    return [layer([feature.value] + ([image.value] if image is not None else []))]
 
 
 @translator("DetectionOutput")
@@ -75,7 +77,7 @@ def detection_output(ctx, node, inputs):
         top_k=min(top_k, num_priors),
         keep_top_k=p.keep_top_k,
         rows=detection_rows(node, [t.shape for t in inputs]),
-        name=ctx.name(node),
+        name=ctx.name(node, layout=CAFFE),
     )
     return [(layer([ctx.caffe(loc, node), ctx.caffe(conf, node), ctx.caffe(priors, node)]), CAFFE)]
 
@@ -89,7 +91,7 @@ def yolo_detection_output(ctx, node, inputs):
         biases=list(p.biases),
         confidence_threshold=p.confidence_threshold,
         nms_threshold=p.nms_threshold,
-        name=ctx.name(node),
+        name=ctx.name(node, layout=CAFFE),
     )
     return [(layer(ctx.canonical(inputs[0], node)), CAFFE)]
 
@@ -105,6 +107,6 @@ def yolov3_detection_output(ctx, node, inputs):
         mask=list(p.mask),
         confidence_threshold=p.confidence_threshold,
         nms_threshold=p.nms_threshold,
-        name=ctx.name(node),
+        name=ctx.name(node, layout=CAFFE),
     )
     return [(layer([ctx.canonical(x, node) for x in inputs]), CAFFE)]

@@ -138,7 +138,8 @@ def interp(ctx, node, inputs):
     in_hw = (h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end)
     out_hw = interp_size(p, [t.shape for t in inputs])
     layer = layers.BilinearResize(in_hw, out_hw, begin=(-p.pad_beg, -p.pad_beg), name=ctx.name(node))
-    return [layer(ctx.canonical(x, node))]
+    # A second bottom gives the size only; an input all the same (see Crop).
+    return [layer([ctx.canonical(x, node)] + [t.value for t in inputs[1:]])]
 
 
 @translator("BilinearInterpolate")
@@ -170,7 +171,7 @@ def reorg(ctx, node, inputs):
     p = node.param.reorg_param
     x = inputs[0]
     flat = layers.Reorg(p.stride, p.reverse, x.shape[1:], name=ctx.name(node, "gather"))(ctx.caffe(x, node))
-    y = keras.layers.Reshape(tuple(ctx.shape(node)[1:]), name=ctx.name(node))(flat)
+    y = keras.layers.Reshape(tuple(ctx.shape(node)[1:]), name=ctx.name(node, layout=CAFFE))(flat)
     return [(y, CAFFE)]
 
 

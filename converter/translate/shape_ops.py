@@ -79,7 +79,7 @@ def eltwise(ctx, node, inputs):
 def _reshape(ctx, node, x, target):
     """``x`` reshaped to the Caffe shape ``target`` in Caffe's memory order."""
     value = ctx.caffe(x, node)
-    name = ctx.name(node)
+    name = ctx.name(node, layout=CAFFE)
     if target[0] == x.shape[0]:
         y = keras.layers.Reshape(tuple(target[1:]), name=name)(value)
     else:
@@ -126,7 +126,9 @@ def crop(ctx, node, inputs):
             raise ctx.fail(node, "cropping the batch axis is not supported")
         begin[x.axis(caffe_axis)] = off
         size[x.axis(caffe_axis)] = out[caffe_axis]
-    y = layers.Crop(begin, size, name=ctx.name(node))(x.value)
+    # The reference is an input, its values unread, so the model keeps the layer making it (Caffe
+    # computes it, and users may read it by name); TensorFlow's graph prunes it where unused.
+    y = layers.Crop(begin, size, name=ctx.name(node))([x.value, ref.value])
     return [(y, x.layout)]
 
 
@@ -145,9 +147,9 @@ def permute(ctx, node, inputs):
         candidates.append((NHWC, [to_caffe[a] for a in NHWC_ORDER]))
     for layout, perm in candidates:
         if perm == list(range(x.rank)):
-            return [(keras.layers.Identity(name=ctx.name(node))(x.value), layout)]
+            return [(keras.layers.Identity(name=ctx.name(node, layout=layout))(x.value), layout)]
     layout, perm = candidates[0]
-    return [(keras.layers.Permute(tuple(perm[1:]), name=ctx.name(node))(x.value), layout)]
+    return [(keras.layers.Permute(tuple(perm[1:]), name=ctx.name(node, layout=layout))(x.value), layout)]
 
 
 @translator("Softmax")
