@@ -8,6 +8,8 @@ Each case is a generated prototxt whose size is N:
 - ``slice``: one Slice of an (1, N, 1, 1) input into N tops, every top a network output;
 - ``outputs``: N Power layers reading the input, each top a network output;
 - ``concat``: one Concat of the input given N times as its bottoms;
+- ``silence``: N Power layers reading the input, one Silence reading their N tops (which become
+  the network's outputs);
 - ``chain``: N Power layers one after the other (a deep net).
 
 For each, in this process (TensorFlow imported once): the graph stage (parse, SSA wiring, shapes
@@ -24,9 +26,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CASES = ("slice", "outputs", "concat", "chain")
+CASES = ("slice", "outputs", "concat", "silence", "chain")
 DEFAULT_SIZES = {"slice": (1000, 4000, 16000), "outputs": (500, 2000, 8000),
-                 "concat": (1000, 4000, 16000), "chain": (500, 2000, 8000)}
+                 "concat": (1000, 4000, 16000), "silence": (500, 2000, 8000), "chain": (500, 2000, 8000)}
 INPUT = 'name: "scaling"\ninput: "data"\ninput_shape {{ dim: 1 dim: {c} dim: 1 dim: 1 }}\n'
 
 
@@ -34,9 +36,12 @@ def prototxt(case, n):
     if case == "slice":
         tops = "".join(f' top: "t{i}"' for i in range(n))
         return INPUT.format(c=n) + f'layer {{ name: "slice" type: "Slice" bottom: "data"{tops} }}\n'
-    if case == "outputs":
-        return INPUT.format(c=1) + "".join(
-            f'layer {{ name: "p{i}" type: "Power" bottom: "data" top: "p{i}" }}\n' for i in range(n))
+    if case in ("outputs", "silence"):
+        powers = "".join(f'layer {{ name: "p{i}" type: "Power" bottom: "data" top: "p{i}" }}\n' for i in range(n))
+        if case == "outputs":
+            return INPUT.format(c=1) + powers
+        bottoms = "".join(f' bottom: "p{i}"' for i in range(n))
+        return INPUT.format(c=1) + powers + f'layer {{ name: "silence" type: "Silence"{bottoms} }}\n'
     if case == "concat":
         bottoms = ' bottom: "data"' * n
         return INPUT.format(c=1) + f'layer {{ name: "cat" type: "Concat"{bottoms} top: "cat" }}\n'

@@ -51,15 +51,18 @@ class Graph:
     inputs: list  # SSA ids of network inputs, in declaration order
     outputs: list  # SSA ids of network outputs, sorted by Caffe blob name like net.outputs
     path: str = None
+    _by_name: dict = field(default=None, init=False, repr=False)
 
     def shape(self, blob_id):
         return self.blobs[blob_id].shape
 
     def node(self, name):
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
+        """The first node of that name (Caffe lets layers share one)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for node in self.nodes:
+                self._by_name.setdefault(node.name, node)
+        return self._by_name[name]
 
 
 def _check_shape(shape, layer, path, what):

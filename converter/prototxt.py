@@ -254,7 +254,7 @@ def netdef_from_proto(net, phase="TEST", path=None):
         if is_loss(layer.type):
             losses.append((len(kept), layer))
         if is_loss(layer.type) or layer.type == "Silence":
-            extra_outputs.extend(b for b in layer.bottom if b not in extra_outputs)
+            extra_outputs.extend(layer.bottom)
             continue
         kept.append(layer)
 
@@ -265,6 +265,6 @@ def netdef_from_proto(net, phase="TEST", path=None):
             if bottom not in produced and bottom in excluded_data:
                 inputs[bottom] = _data_shape(excluded_data[bottom])
         produced.update(layer.top)
-    extra_outputs = [b for b in extra_outputs if b in produced and b not in inputs]
+    extra_outputs = [b for b in dict.fromkeys(extra_outputs) if b in produced and b not in inputs]
     return NetDef(name=net.name, layers=kept, inputs=inputs, extra_outputs=extra_outputs, path=path,
                   losses=losses, labels=labels)

@@ -26,6 +26,7 @@ NAMING = GOLDEN / "naming"
 CONTRACT_NETS = [
     "pooling_edges", "conv_variants", "dense_flatten", "norm_scale", "eltwise_act", "shape_ops",
     "extensions", "v1_legacy", "naming/unread_inputs", "naming/caffe_order_tops", "naming/odd_names",
+    "naming/many_bottoms",
 ]
 
 
@@ -198,3 +199,15 @@ def test_nul_and_huge_names_convert_and_save(tmp_path):
     probe = caffe2keras.blobs(model, ["a\0b", "特征"])(_inputs(model, net_dir))
     assert_close(np.asarray(probe["a\0b"]), wanted["a_b"], "blob a\\0b")
     assert_close(np.asarray(probe["特征"]), wanted["特征"], "blob 特征")
+
+
+def test_concat_of_many_bottoms_in_groups_keeps_caffe_order():
+    """A Concat of 150 (and 70) Slice tops in a shuffled order: Keras' Concatenate checks shapes
+    pairwise, so the converter concatenates in groups; the result is still Caffe's."""
+    net_dir = NAMING / "many_bottoms"
+    conversion = build(net_dir / "deploy.prototxt", net_dir / "weights.caffemodel")
+    check_golden(net_dir, conversion=conversion)
+    model = conversion.model
+    assert isinstance(model.get_layer("shuffled"), keras.layers.Concatenate)
+    parts = [layer for layer in model.layers if layer.name.startswith("shuffled_part")]
+    assert len(parts) == 3 and all(len(layer.input) <= 64 for layer in parts)

@@ -26,6 +26,11 @@ def _keras_axis(layout, axis, rank):
     return (0, 3, 1, 2)[axis] if layout == NHWC and rank == 4 else axis
 
 
+# Keras' Concatenate checks its inputs' shapes pairwise (when built, and again when loaded): more
+# bottoms than this are concatenated in groups first, so thousands of bottoms cost linear time.
+CONCAT_GROUP = 64
+
+
 @translator("Concat")
 def concat(ctx, node, inputs):
     p = node.param.concat_param
@@ -33,7 +38,13 @@ def concat(ctx, node, inputs):
     if len(inputs) == 1:
         return [(keras.layers.Identity(name=ctx.name(node))(inputs[0].value), inputs[0].layout)]
     values, layout = _common_layout(ctx, node, inputs)
-    y = keras.layers.Concatenate(axis=_keras_axis(layout, axis, inputs[0].rank), name=ctx.name(node))(values)
+    keras_axis = _keras_axis(layout, axis, inputs[0].rank)
+    while len(values) > CONCAT_GROUP:
+        values = [
+            group[0] if len(group) == 1 else keras.layers.Concatenate(axis=keras_axis, name=ctx.name(node, "part"))(group)
+            for group in (values[i : i + CONCAT_GROUP] for i in range(0, len(values), CONCAT_GROUP))
+        ]
+    y = keras.layers.Concatenate(axis=keras_axis, name=ctx.name(node))(values)
     return [(y, layout)]
 
 
