@@ -6,7 +6,8 @@
 Each case is a generated prototxt whose size is N:
 
 - ``slice``: one Slice of an (1, N, 1, 1) input into N tops, every top a network output;
-- ``outputs``: N Power layers reading the input, each top a network output;
+- ``outputs``: N Power layers reading the input, each top a network output named unlike its
+  layer (so each output is a layer of its own);
 - ``concat``: one Concat of the input given N times as its bottoms;
 - ``silence``: N Power layers reading the input, one Silence reading their N tops (which become
   the network's outputs);
@@ -36,10 +37,11 @@ def prototxt(case, n):
     if case == "slice":
         tops = "".join(f' top: "t{i}"' for i in range(n))
         return INPUT.format(c=n) + f'layer {{ name: "slice" type: "Slice" bottom: "data"{tops} }}\n'
-    if case in ("outputs", "silence"):
+    if case == "outputs":
+        return INPUT.format(c=1) + "".join(
+            f'layer {{ name: "l{i}" type: "Power" bottom: "data" top: "o{i}" }}\n' for i in range(n))
+    if case == "silence":
         powers = "".join(f'layer {{ name: "p{i}" type: "Power" bottom: "data" top: "p{i}" }}\n' for i in range(n))
-        if case == "outputs":
-            return INPUT.format(c=1) + powers
         bottoms = "".join(f' bottom: "p{i}"' for i in range(n))
         return INPUT.format(c=1) + powers + f'layer {{ name: "silence" type: "Silence"{bottoms} }}\n'
     if case == "concat":
