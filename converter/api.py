@@ -28,21 +28,28 @@ def check(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, 
         return _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params)
 
 
-def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, solver=None, max_params=None):
-    """Convert and return a :class:`~caffe2keras.translate.Conversion` (model, graph, tensors).
+def build(prototxt_path, caffemodel_path=None, input_shapes=None, outputs=None, solver=None, max_params=None,
+          preprocessing=None):
+    """Convert and return a :class:`~caffe2keras.translate.Conversion` (model, graph, tensors,
+    names).
 
     With ``solver`` (a solver.prototxt path) the model is the train net's, compiled to train as
-    Caffe's solver would (see :mod:`caffe2keras.training`).
+    Caffe's solver would (see :mod:`caffe2keras.training`). ``preprocessing`` bakes Caffe's
+    Transformer in (options of :func:`caffe2keras.preprocess.make_layer`: mean, scale, rgb_input,
+    mean_source).
     """
     with _boundary(prototxt_path):
         if solver is None:
             g, weights = _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params)
-            conversion = depth.call(build_model, g, weights)
+            conversion = depth.call(build_model, g, weights, preprocessing)
             training.freeze(conversion)
             return conversion
         if outputs:
             raise ConversionError("--outputs cannot be combined with --solver: the losses choose the outputs",
                                   file=prototxt_path)
+        if preprocessing is not None:
+            raise ConversionError("--mean/--scale/--rgb-input cannot be combined with --solver: feed the batches "
+                                  "the data layer's transform_param produces", file=prototxt_path)
         solver_param = load_solver(solver)
         netdef = training.load_net(prototxt_path)
         g, weights = _check(prototxt_path, caffemodel_path, input_shapes, None, max_params, netdef=netdef)

@@ -74,16 +74,14 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
     if solver is not None:
         training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
     mean_value = preprocess.parse_mean(mean) if mean is not None else None
-    start = time.perf_counter()
-    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver,
-                       max_params=max_params)
-    model = conversion.model
+    preprocessing = None
     if mean_value is not None or scale != 1.0 or rgb_input:
         source = mean if mean is not None and not isinstance(mean_value, list) else None
-        try:
-            model = preprocess.apply(model, mean=mean_value, scale=scale, rgb_input=rgb_input, mean_source=source)
-        except ConversionError as err:
-            raise ConversionError(err.message, file=err.file or prototxt, layer=err.layer) from None
+        preprocessing = {"mean": mean_value, "scale": scale, "rgb_input": rgb_input, "mean_source": source}
+    start = time.perf_counter()
+    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver,
+                       max_params=max_params, preprocessing=preprocessing)
+    model = conversion.model
     built = time.perf_counter()
     export.save(model, output, force=force, inputs=sources)
     graph, names = conversion.graph, conversion.names

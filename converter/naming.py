@@ -9,7 +9,8 @@ The rules (README, "The layout contract"):
   hash of the whole name. TensorFlow accepts no other characters in the scopes it names after
   layers, and ``.h5`` files none of the cut names.
 - Names are claimed in a fixed order — network outputs, network inputs, layers in execution
-  order, the blob table — and a name already taken gets the first free ``_1``, ``_2``, ….
+  order, then the converter's own layers (the blob table, the baked preprocessing) — and a name
+  already taken gets the first free ``_1``, ``_2``, ….
 - Outputs are named after their Caffe blob. When a blob is rewritten in place and its final
   version is an output (``fc`` rewritten by ``drop``), the layer (or input) holding an earlier
   version under the blob's name takes ``<name>_pre``.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 MAX_LENGTH = 255
 CAFFE_ORDER = "caffe_order"
 TABLE = "caffe_blobs"
+PREPROCESS = "caffe_preprocess"
 _INVALID = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -80,6 +82,7 @@ class Names:
     outputs: list  # Keras name of each graph.outputs entry
     direct: set  # indexes of outputs that are an Input or their layer's own tensor (no Identity)
     table_layer: str  # Keras name of the CaffeBlobs layer
+    preprocess_layer: str  # Keras name of the CaffePreprocess layer, when there is one
     namer: Namer
 
     def helper(self, node, what):
@@ -139,8 +142,8 @@ def assign(graph):
             base += "_pre"
         layers[node] = namer.claim(base)
 
-    table_layer = namer.claim(TABLE)
-    return Names(model_name(graph.name), inputs, layers, outputs, direct, table_layer, namer)
+    table_layer, preprocess_layer = namer.claim(TABLE), namer.claim(PREPROCESS)
+    return Names(model_name(graph.name), inputs, layers, outputs, direct, table_layer, preprocess_layer, namer)
 
 
 def blob_locations(table, table_layer):

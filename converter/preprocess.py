@@ -3,7 +3,8 @@
 Caffe networks expect what Caffe's Transformer made of an image: pixels in BGR order, a mean
 (per channel, or a whole mean image cropped like the image) subtracted, then a scale applied:
 ``y = (x[BGR] - mean) * scale``. :class:`CaffePreprocess` does exactly that as the model's first
-layer, so the model takes plain pixels; its config records what it does, which is how
+layer (built with the model: ``api.build(..., preprocessing={...})`` takes :func:`make_layer`'s
+options), so the model takes plain pixels; its config records what it does, which is how
 ``caffe2keras predict`` knows not to do it again.
 """
 
@@ -14,11 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import depth
 from .errors import ConversionError
 from .layers import ShapePreserving, register
-
-LAYER_NAME = "caffe_preprocess"
 
 
 @register
@@ -146,7 +144,7 @@ def centre_crop_mean(mean, height, width, source=None):
     return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0), dtype=np.float32)
 
 
-def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=None):
+def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=None, name=None):
     """The :class:`CaffePreprocess` for a model input of Keras shape (N, H, W, C)."""
     if len(input_shape) != 4:
         raise ConversionError(f"preprocessing needs an image input (N, H, W, C), the model's is {list(input_shape)}")
@@ -164,41 +162,22 @@ def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=N
         if len(mean) not in (1, channels):
             raise ConversionError(f"--mean has {len(mean)} values for an input of {channels} channels")
         kwargs["mean"] = list(mean) * (channels // len(mean))
-    layer = CaffePreprocess(name=LAYER_NAME, **kwargs)
+    layer = CaffePreprocess(name=name, **kwargs)
     layer.build(tuple(input_shape))
     if image is not None:
         layer.mean_image.assign(image)
     return layer
 
 
-def apply(model, mean=None, scale=1.0, rgb_input=False, mean_source=None):
-    """``model`` with a :class:`CaffePreprocess` between its image input (its only input, or its
-    only 4-D one, as Faster R-CNN's data beside im_info) and the layers that read it. Inputs keep
-    their names; every other layer is the same object, weights included."""
-    images = [i for i in model.inputs if len(i.shape) == 4] if len(model.inputs) > 1 else model.inputs
-    if len(images) != 1:
-        names = ", ".join(i.name for i in model.inputs)
-        raise ConversionError(f"preprocessing applies to a single image input; this model has several ({names})")
-    old = images[0]
-    if any(layer.name == LAYER_NAME for layer in model.layers):
-        raise ConversionError(f"the network already has a layer named '{LAYER_NAME}'")
-    layer = make_layer(tuple(old.shape), mean=mean, scale=scale, rgb_input=rgb_input, mean_source=mean_source)
-    inputs = [keras.Input(shape=tuple(i.shape[1:]), name=i.name, dtype=i.dtype) for i in model.inputs]
-    fed = [layer(new) if i is old else new for i, new in zip(model.inputs, inputs)]
-    # Function.call re-applies each layer to the new tensor (``model(...)`` would nest the model
-    # as one layer, Model.call would add a dtype-conversion op), so the result is flat and every
-    # Caffe-named layer stays reachable by name.
-    return depth.call(_rewire, model, inputs, fed)
-
-
-def _rewire(model, inputs, fed):
-    outputs = keras.Function(model.inputs, model.outputs).call(fed)
-    return keras.Model(inputs, outputs, name=model.name)
+def find_layer(model):
+    """The model's :class:`CaffePreprocess`, or None when it takes Caffe's input as is."""
+    for layer in model.layers:
+        if isinstance(layer, CaffePreprocess):
+            return layer
+    return None
 
 
 def find(model):
-    """The model's :class:`CaffePreprocess` config, or None when it takes Caffe's input as is."""
-    for layer in model.layers:
-        if isinstance(layer, CaffePreprocess):
-            return layer.get_config()
-    return None
+    """The model's :class:`CaffePreprocess` config, or None."""
+    layer = find_layer(model)
+    return layer.get_config() if layer is not None else None

@@ -117,7 +117,7 @@ def _inputs(graph, model, image, seed):
         if config is not None and len(graph.inputs) == 1:
             layer = preprocess.CaffePreprocess.from_config(config)
             layer.build(x.shape)
-            source = model.get_layer(preprocess.LAYER_NAME)
+            source = preprocess.find_layer(model)
             layer.set_weights(source.get_weights())
             caffe_x = np.asarray(layer(x))
         caffe[blob.name] = caffe_x.transpose(0, 3, 1, 2) if nhwc else caffe_x

@@ -135,8 +135,6 @@ def test_keras_files_run_unchanged_on_the_jax_backend(tmp_path):
     import os
     import subprocess
 
-    from caffe2keras import preprocess
-
     if importlib.util.find_spec("jax") is None:
         pytest.skip("JAX is not installed")
     feeds, want = {}, {}
@@ -146,9 +144,9 @@ def test_keras_files_run_unchanged_on_the_jax_backend(tmp_path):
         expected = np.load(GOLDEN / net / "expected.npz")
         inputs = [expected[k] for k in sorted(expected.files) if k.startswith("input/")]
         inputs = [v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for v in inputs]
-        model = build(GOLDEN / net / "deploy.prototxt", GOLDEN / net / "weights.caffemodel").model
+        options = {"mean": [104, 117, 123], "scale": 0.017, "rgb_input": True} if extra == "preprocess" else None
+        model = build(GOLDEN / net / "deploy.prototxt", GOLDEN / net / "weights.caffemodel", preprocessing=options).model
         if extra == "preprocess":
-            model = preprocess.apply(model, mean=[104, 117, 123], scale=0.017, rgb_input=True)
             inputs = [np.random.default_rng(4).uniform(0, 255, inputs[0].shape).astype(np.float32)]
         model.save(tmp_path / f"{name}.keras")
         for i, x in enumerate(inputs):

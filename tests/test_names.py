@@ -217,3 +217,14 @@ def test_concat_of_many_bottoms_in_groups_keeps_caffe_order():
     assert isinstance(model.get_layer("shuffled"), keras.layers.Concatenate)
     parts = [layer for layer in model.layers if layer.name.startswith("shuffled_part")]
     assert len(parts) == 3 and all(len(layer.input) <= 64 for layer in parts)
+
+
+def test_blobs_reads_an_input_blob_as_caffe_holds_it_after_baked_preprocessing():
+    net_dir = NAMING / "caffe_order_tops"
+    options = {"mean": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "scale": 0.5}
+    model = build(net_dir / "deploy.prototxt", net_dir / "weights.caffemodel", preprocessing=options).model
+    x = np.random.default_rng(3).uniform(0, 255, (2, 4, 5, 6)).astype(np.float32)
+    got = caffe2keras.blobs(model, ["data", "perm"])(x)
+    data = ((x - np.arange(1, 7, dtype=np.float32)) * 0.5).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(np.asarray(got["data"]), data, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["perm"]), data.transpose(0, 2, 3, 1), rtol=1e-6)

@@ -80,7 +80,8 @@ def test_preprocess_swaps_then_subtracts_then_scales():
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_preprocessing_is_recorded_in_the_saved_model(plain, tmp_path, suffix):
     mean = preprocess.load_mean_image(MEAN / "mean.binaryproto")
-    model = preprocess.apply(plain, mean=mean, scale=0.017, rgb_input=True, mean_source="mean.binaryproto")
+    options = {"mean": mean, "scale": 0.017, "rgb_input": True, "mean_source": "mean.binaryproto"}
+    model = build(NET / "deploy.prototxt", NET / "weights.caffemodel", preprocessing=options).model
     assert [i.name for i in model.inputs] == ["data"]
     assert "conv1_7x7_s2" in [layer.name for layer in model.layers]
     path = tmp_path / f"m{suffix}"
@@ -162,7 +163,8 @@ def test_open_nsfw_flow_exact_options_on_the_logits(tmp_path):
 
     cut = build(NET / "deploy.prototxt", NET / "weights.caffemodel", outputs=["loss3/classifier"]).model
     path = tmp_path / "m.keras"
-    preprocess.apply(cut, mean=[104, 117, 123], rgb_input=True).save(path)
+    options = {"mean": [104, 117, 123], "rgb_input": True}
+    build(NET / "deploy.prototxt", NET / "weights.caffemodel", outputs=["loss3/classifier"], preprocessing=options).model.save(path)
     rgb = pixels(224, 224, seed=3)
     predictions, notes = predict(path, write_png(tmp_path / "x.png", rgb), k=125)
     assert notes == []

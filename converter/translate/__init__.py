@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from .. import blobtable, naming
+from .. import blobtable, naming, preprocess
 from ..errors import ConversionError, InternalError
 from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
 from ..shapes import legacy_shape
@@ -149,7 +149,23 @@ class Conversion:
     targets: list = field(default_factory=list)  # with a solver: training.Target per loss, in output order
 
 
-def build_model(graph, weights=None):
+def _preprocessed(inputs, options, names, path):
+    """``inputs`` with :class:`~caffe2keras.preprocess.CaffePreprocess` on the image input: the
+    only input, or the only 4-D one (Faster R-CNN's data beside im_info)."""
+    images = [x for x in inputs if len(x.shape) == 4] if len(inputs) > 1 else inputs
+    if len(images) != 1:
+        raise ConversionError(f"preprocessing applies to a single image input; this network has several "
+                              f"({', '.join(x.name for x in inputs)})", file=path)
+    try:
+        layer = preprocess.make_layer(tuple(images[0].shape), name=names.preprocess_layer, **options)
+    except ConversionError as err:
+        raise ConversionError(err.message, file=err.file or path, layer=err.layer) from None
+    return [layer(x) if x is images[0] else x for x in inputs]
+
+
+def build_model(graph, weights=None, preprocessing=None):
+    """The Keras model of ``graph``; ``preprocessing`` (options of
+    :func:`caffe2keras.preprocess.make_layer`) puts Caffe's Transformer on the image input."""
     _register_all()
     unsupported = sorted({n.type for n in graph.nodes if n.type not in TRANSLATORS})
     if unsupported:
@@ -160,9 +176,11 @@ def build_model(graph, weights=None):
     for bid in graph.inputs:
         shape = graph.blobs[bid].shape
         inputs.append(keras.Input(shape=keras_shape(shape, canonical(shape))[1:], name=names.inputs[bid]))
-    # The blob table rides on the inputs, so it is on every path of the model; a network without
-    # layers has no blob to look up.
-    seen = blobtable.CaffeBlobs(names.table(graph), name=names.table_layer)(inputs) if graph.nodes else inputs
+    seen = inputs if preprocessing is None else _preprocessed(inputs, preprocessing, names, graph.path)
+    # The blob table rides on the inputs (after the preprocessing, as Caffe's input blobs hold
+    # it), so it is on every path of the model; a network without layers has no blob to look up.
+    if graph.nodes:
+        seen = blobtable.CaffeBlobs(names.table(graph), name=names.table_layer)(seen)
     values = {bid: Tensor(v, graph.blobs[bid].shape, canonical(graph.blobs[bid].shape))
               for bid, v in zip(graph.inputs, seen)}
 
