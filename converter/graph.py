@@ -218,7 +218,8 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
     if outputs:
         out_ids = [current[o] for o in outputs]
     else:
-        available = set(netdef.inputs)
+        # Inputs that only dropped loss and accuracy layers read are labels, no outputs.
+        available = set(netdef.inputs).difference(b for _, layer in netdef.losses for b in layer.bottom)
         for layer, _, _ in layers:
             available.difference_update(layer.bottom)
             available.update(layer.top)

@@ -25,7 +25,8 @@ from caffe2keras.schema import caffe_pb2
 NAMING = GOLDEN / "naming"
 CONTRACT_NETS = [
     "pooling_edges", "conv_variants", "dense_flatten", "norm_scale", "eltwise_act", "shape_ops",
-    "extensions", "v1_legacy", "naming/unread_inputs", "naming/caffe_order_tops", "naming/odd_names",
+    "extensions", "v1_legacy", "caffe_order", "argmax_ties", "batchnorm_batch_stats", "legacy_shapes",
+    "pooling_sum_order", "naming/unread_inputs", "naming/caffe_order_tops", "naming/odd_names",
     "naming/many_bottoms", "zoo/mobilenet_ssd", "zoo/fcn8s_voc", "zoo/bvlc_googlenet",
 ]
 

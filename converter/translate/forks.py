@@ -37,7 +37,9 @@ def normalize(ctx, node, inputs):
     x = inputs[0]
     # Caffe normalises a 2-D or 3-D bottom as its (num, channels, height, width) view.
     x4 = ctx.legacy(x, node)
-    layer = layers.Normalize(p.across_spatial, p.channel_shared, p.eps, name=ctx.name(node))
+    # The layer of the node's name gives its top: for a 2-D or 3-D bottom, the reshape back.
+    name = ctx.name(node) if x.rank == 4 else ctx.name(node, "normalize")
+    layer = layers.Normalize(p.across_spatial, p.channel_shared, p.eps, name=name)
     y = layer(ctx.canonical(x4, node))
     params = ctx.params(node, [(1,) if p.channel_shared else (x.shape[1],)])
     if params is not None:
@@ -45,7 +47,7 @@ def normalize(ctx, node, inputs):
     if x.rank == 4:
         return [y]
     y = ctx.caffe(Tensor(y, x4.shape, NHWC), node)
-    return [keras.layers.Reshape(x.shape[1:], name=ctx.name(node, "unpad"))(y)]
+    return [keras.layers.Reshape(x.shape[1:], name=ctx.name(node))(y)]
 
 
 def _is_pspnet_bn(node, blobs):

@@ -102,5 +102,5 @@ def mvn(ctx, node, inputs):
     x = ctx.legacy(inputs[0], node)
     first = 1 if p.across_channels else 2
     axes = sorted(x.axis(a) for a in range(first, x.rank))
-    layer = layers.MVN(axes, normalize_variance=p.normalize_variance, eps=p.eps, name=ctx.name(node))
+    layer = layers.MVN(axes, normalize_variance=p.normalize_variance, eps=p.eps, name=ctx.name(node, layout=x.layout))
     return [(layer(x.value), x.layout)]

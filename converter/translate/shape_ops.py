@@ -181,7 +181,7 @@ def reduction(ctx, node, inputs):
     value = x.value if x.layout != NHWC or axis <= 2 else ctx.caffe(x, node)
     layout = x.layout if value is x.value else CAFFE
     axes = sorted(_keras_axis(layout, a, x.rank) for a in range(axis, x.rank))
-    y = layers.Reduction(op, axes, p.coeff, name=ctx.name(node))(value)
+    y = layers.Reduction(op, axes, p.coeff, name=ctx.name(node, layout=CAFFE))(value)
     # A 4-D top (from a 5-D bottom) comes out in Caffe's order.
     return [(y, CAFFE)]
 
@@ -192,10 +192,10 @@ def argmax(ctx, node, inputs):
     p = node.param.argmax_param
     if p.HasField("axis"):
         axis = canonical_axis(p.axis, x.rank)
-        y = layers.ArgMax(x.axis(axis), p.top_k, p.out_max_val, name=ctx.name(node))(x.value)
+        y = layers.ArgMax(x.axis(axis), p.top_k, p.out_max_val, name=ctx.name(node, layout=x.layout))(x.value)
         return [(y, x.layout)]
     rank = len(ctx.shape(node))
-    y = layers.ArgMax(None, p.top_k, p.out_max_val, rank=rank, name=ctx.name(node))(ctx.caffe(x, node))
+    y = layers.ArgMax(None, p.top_k, p.out_max_val, rank=rank, name=ctx.name(node, layout=CAFFE))(ctx.caffe(x, node))
     return [(y, CAFFE)]
 
 
