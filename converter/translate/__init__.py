@@ -55,6 +55,7 @@ class Context:
         self.names = names
         self.weights = weights  # caffemodel.Weights or None (Keras initialisers)
         self._converted = {}
+        self._views = set()  # ids of the NHWC views of tops computed in Caffe's order
 
     def name(self, node, suffix=None, layout=None):
         """The Keras name of the layer giving ``node``'s tops, or with ``suffix`` a fresh name for
@@ -94,6 +95,11 @@ class Context:
         shape = legacy_shape(tensor.shape, node.type)
         value = keras.layers.Reshape(shape[1:], name=self.name(node, "as_4d"))(tensor.value)
         return Tensor(value, shape, CAFFE)
+
+    def is_view(self, tensor):
+        """Whether ``tensor`` is the NHWC view of a top computed in Caffe's order: reading it in
+        Caffe's order costs nothing where TensorFlow optimises the graph (the transposes fold)."""
+        return id(tensor.value) in self._views
 
     def canonical(self, tensor, node):
         return self.as_layout(tensor, canonical(tensor.shape), node)
@@ -210,6 +216,7 @@ def build_model(graph, weights=None, preprocessing=None):
                 # order into this one).
                 value = keras.layers.Permute(tuple(NHWC_ORDER[1:]), name=names.layers[node])(value)
                 layout = NHWC
+                ctx._views.add(id(value))
             values[bid] = Tensor(value, shape, layout)
 
     raw = dict(zip(graph.inputs, inputs))

@@ -129,9 +129,9 @@ def inner_product(ctx, node, inputs):
     axis = p.axis % x.rank
     n_in = int(np.prod(x.shape[axis:]))
     chw = None
-    if axis == 1 and x.rank == 4 and x.layout == NHWC:
+    if axis == 1 and x.rank == 4 and x.layout == NHWC and not ctx.is_view(x):
         # Flatten the NHWC tensor as it is and reorder the weight rows (C,H,W -> H,W,C) instead of
-        # the activations. A blob held in Caffe order flattens in Caffe's order as it is.
+        # the activations. A top computed in Caffe's order flattens in Caffe's order (below).
         chw = x.shape[1:]
         value = keras.layers.Flatten(name=ctx.name(node, "flatten"))(x.value)
     elif axis == 0:
