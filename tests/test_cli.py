@@ -117,6 +117,14 @@ def test_verify_agrees_with_opencv_per_layer(converted):
     assert all(c["max_rel"] <= 1e-4 for c in report["comparisons"])
 
 
+def test_verify_refuses_a_prototxt_the_model_was_not_converted_from(converted):
+    pytest.importorskip("cv2")
+    other = GOLDEN / "zoo" / "squeezenet_v1.1"
+    result = run("verify", other / "deploy.prototxt", other / "weights.caffemodel", converted[0])
+    assert result.exit_code == 2, result.output
+    assert "was not converted from this prototxt" in result.output
+
+
 def test_verify_fails_and_names_the_first_wrong_layer(converted, tmp_path):
     pytest.importorskip("cv2")
     model = keras.models.load_model(converted[0], safe_mode=True, compile=False)
