@@ -9,7 +9,7 @@ inputs. :func:`blobs` reads it and gives the Caffe blobs asked for, in Caffe's l
 
 import keras
 
-from . import naming
+from . import depth, naming
 from .errors import ConversionError
 from .layers import register
 
@@ -69,4 +69,4 @@ def blobs(model, names):
         if len(value.shape) == 4:
             value = keras.layers.Permute((3, 1, 2), name=namer.claim(f"{layer}_nchw"))(value)
         outputs[name] = value
-    return keras.Model(model.inputs, outputs, name=namer.claim(f"{model.name}_blobs"))
+    return depth.call(keras.Model, model.inputs, outputs, name=namer.claim(f"{model.name}_blobs"))

@@ -58,7 +58,7 @@ def convert_and_load(tmp_path, layers):
         result = CliRunner().invoke(main, [str(prototxt), str(caffemodel), "-o", str(path), "-q"])
         assert result.exit_code == 0, result.output
         model = load_model(path)
-        assert len(model.layers) == layers + 1
+        assert len(model.layers) == layers + 2  # and the input, and the blob table
         outputs.append(np.asarray(model(x)))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.abs(outputs[0]).max() > 0.01  # the weights made it through the chain
