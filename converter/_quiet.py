@@ -2,6 +2,7 @@
 ``caffe2keras`` command interrupted while it starts like one interrupted later: one line."""
 
 import os
+import signal
 import sys
 
 
@@ -16,16 +17,40 @@ def import_tensorflow():
         saved = None
     if saved is not None:
         os.dup2(null, 2)
+    interrupts = []
+    previous = _remember_interrupts(interrupts)
     try:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe logs here, so do it while muted
         import keras  # noqa: F401
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if saved is not None:
             os.dup2(saved, 2)
             os.close(saved)
             os.close(null)
+    if interrupts:
+        # Some module of TensorFlow's import swallows exceptions with a bare ``except``: a Ctrl-C
+        # landing there was lost and the command went on to write its output.
+        raise KeyboardInterrupt()
+
+
+def _remember_interrupts(interrupts):
+    """Record every Ctrl-C during the import (and raise it as usual); returns the handler to
+    restore, or None when SIGINT is not ours to handle (a thread, a program's own handler)."""
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+
+        def handler(signum, frame):
+            interrupts.append(signum)
+            raise KeyboardInterrupt()
+
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        return None
 
 
 def interrupted_while_starting(package):
