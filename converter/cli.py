@@ -4,7 +4,8 @@
 ``batch`` converts many, ``inspect`` lists a prototxt's layers, ``verify`` compares a converted
 model with OpenCV's Caffe implementation, ``predict`` classifies an image.
 Bad input gives one line on stderr and exit code 2; internal errors exit 1 (``--debug`` shows
-the traceback). TensorFlow is imported once, quietly, and only by commands that need it.
+the traceback). Keras (and TensorFlow) are imported once, quietly, and only by the commands that
+run a model: ``--help``, ``--version`` and ``inspect`` start in a fraction of a second.
 """
 
 import json
@@ -13,6 +14,7 @@ import traceback
 
 import click
 
+from ._quiet import import_keras
 from .batch import FORMATS, parse_input_shapes
 from .errors import ConversionError, InternalError
 from .graph import MAX_PARAMS
@@ -163,6 +165,7 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
     out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
 
     def body():
+        import_keras()
         from .batch import convert_one
 
         record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
@@ -222,6 +225,7 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
     def body():
+        import_keras()
         from . import verify as verification
 
         result = verification.verify(prototxt, caffemodel, model, image=image, input_shapes=shapes, seed=seed)
@@ -258,6 +262,7 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
     """
 
     def body():
+        import_keras()
         from dataclasses import asdict
 
         from . import detect
@@ -303,6 +308,7 @@ def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
     def body():
         from pathlib import Path
 
+        import_keras()
         from . import export
         from .batch import find_jobs, format_summary, run_job
 
