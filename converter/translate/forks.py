@@ -9,7 +9,7 @@ two-stage detectors' layers in :mod:`.rcnn`; ROIAlign is refused here with a rem
 
 import numpy as np
 
-from .._lazy import layers
+from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, Tensor
 from ..shapes import NOT_CONVERTIBLE, interp_size, nearest_scale, pool_geometry, refusal, upsample_size
 from . import translator

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import weights
-from .._lazy import keras, layers
+from .._lazy import layers
 from ..shapes import canonical_axis
 from . import translator
 
