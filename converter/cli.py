@@ -109,6 +109,12 @@ def summary(record):
         for t in train["targets"]:
             lines.append(f"  loss   {t['loss_type']} on output {t['output']} (weight {t['weight']:g}), "
                          f"target: Caffe blob '{t['label']}'")
+    errors = record.get("quantization_error")
+    if errors:
+        worst = max(errors.values(), key=lambda e: e["max_rel"])
+        name = next(n for n, e in errors.items() if e is worst)
+        lines.append(f"  quantized ({record['export_options']['quantize']}): max |TFLite - Keras| {worst['max_abs']:.3g} "
+                     f"({worst['max_rel']:.3g} of max(1, max|Keras|), output {name}) on a seeded input")
     pre = record["preprocess"]
     if pre:
         mean = pre["mean"] if pre["mean"] is not None else (f"image {pre['mean_source']}" if pre["mean_shape"] else "none")
@@ -145,13 +151,19 @@ max_params_option = click.option(
 @click.option("--solver", type=click.Path(dir_okay=False), default=None,
               help="Compile the train/val PROTOTXT's model with this solver.prototxt's optimizer, "
                    "learning-rate policy and the net's losses, ready for fit (.keras or .h5 output).")
+@click.option("--opset", type=int, default=None, help="ONNX: the opset to write (13-18; default 17).")
+@click.option("--nchw", "nchw_inputs", is_flag=True,
+              help="ONNX: image inputs in Caffe's (N, C, H, W) layout instead of (N, H, W, C).")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic"]), default=None,
+              help="TFLite: store weights as float16, or as int8 with dynamic-range quantization; "
+                   "the summary gives the quantized model's error.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @max_params_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, force, max_params,
-            quiet, as_json, debug):
+def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, opset, nchw_inputs,
+            quantize, force, max_params, quiet, as_json, debug):
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
@@ -170,7 +182,8 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
 
         record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
                                 mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver,
-                                max_params=max_params)
+                                max_params=max_params,
+                                export_options={"opset": opset, "nchw_inputs": nchw_inputs, "quantize": quantize})
         if as_json:
             click.echo(json.dumps(record, indent=2))
         elif not quiet:
