@@ -11,6 +11,7 @@ run a model: ``--help``, ``--version`` and ``inspect`` start in a fraction of a 
 import json
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -220,7 +221,7 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
 @main.command()
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.argument("caffemodel", type=click.Path(dir_okay=False))
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="Compare on this image (as `predict` feeds it) instead of random input.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random input.")
@@ -231,6 +232,9 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as_json, debug):
     """Compare MODEL (converted from PROTOTXT + CAFFEMODEL) with OpenCV's Caffe implementation.
+
+    MODEL is any file convert writes (.keras, .h5, .tflite, .onnx, a SavedModel directory);
+    the exported formats keep no per-layer values, so their outputs are compared.
 
     Prints the max abs / rel error per output and per layer; exits 0 when every one is within
     1e-4 * max(1, max|caffe|), 1 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
@@ -253,12 +257,13 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
+@click.argument("image", type=click.Path())
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Class names, one per line (e.g. synset_words.txt).")
 @click.option("--top", "k", default=5, show_default=True, type=click.IntRange(min=1), help="How many classes.")
-@click.option("--output", "output_name", default=None, help="Which model output holds the scores.")
+@click.option("--output", "output_name", default=None, metavar="BLOB",
+              help="Which model output to rank (a Caffe blob name); default: the softmax output.")
 @click.option("--threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1),
               help="Detectors: the least score a detection needs.")
 @click.option("--nms", default=0.3, show_default=True, type=click.FloatRange(0, 1),
@@ -266,36 +271,54 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
 @json_option("Print the predictions as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug):
-    """Classify IMAGE with a converted MODEL and print the top classes, or, for a two-stage
-    detector (Faster R-CNN, R-FCN), print its detections.
+    """Classify IMAGE (a file, or a folder of images) with a converted MODEL and print the top
+    classes, or, for a two-stage detector (Faster R-CNN, R-FCN), print its detections.
 
+    MODEL is any file convert writes: .keras, .h5, .tflite, .onnx or a SavedModel directory.
     The image is decoded by TensorFlow, scaled to cover the model's input and centre-cropped (a
     detector's: scaled to fit, padded); the preprocessing baked in at conversion
-    (--mean/--scale/--rgb-input) is the model's own.
+    (--mean/--scale/--rgb-input) is the model's own. Values are probabilities when the ranked
+    output is a softmax's, else scores.
     """
 
     def body():
         import_keras()
-        from dataclasses import asdict
-
         from . import detect
-        from .predict import format_table, load_model, predict, read_labels
+        from .predict import format_table, images_of, load_model, predict, read_labels
 
         loaded = load_model(model)
-        if detect.find_proposal(loaded) is not None:
+        if loaded.info.get("two_stage_detector") or (loaded.model is not None and detect.find_proposal(loaded.model)):
+            if loaded.model is None:
+                raise ConversionError("predict runs two-stage detectors from their .keras or .h5 file", file=model)
             names = read_labels(labels) if labels else None
-            found, notes = detect.detect(loaded, image, labels=names, threshold=threshold, nms=nms)
-            for note in notes:
-                click.echo(f"note: {note}", err=True)
-            click.echo(json.dumps([asdict(d) for d in found], indent=2) if as_json else detect.format_table(found))
+            paths = images_of(image)
+            results = []
+            for path in paths:
+                found, notes = detect.detect(loaded.model, path, labels=names, threshold=threshold, nms=nms)
+                for note in dict.fromkeys(notes) if path == paths[0] else ():
+                    click.echo(f"note: {note}", err=True)
+                results.append((path, found))
+            if as_json:
+                from dataclasses import asdict
+
+                rows = [[asdict(d) for d in found] for _, found in results]
+                click.echo(json.dumps(rows[0] if len(paths) == 1 and Path(image).is_file() else
+                                      [{"image": str(p), "detections": r} for (p, _), r in zip(results, rows)], indent=2))
+            else:
+                for path, found in results:
+                    if len(results) > 1:
+                        click.echo(f"{path}:")
+                    click.echo(detect.format_table(found))
             return
-        predictions, notes = predict(loaded, image, labels_path=labels, k=k, output=output_name)
+        rankings, notes = predict(loaded, image, labels_path=labels, k=k, output=output_name)
         for note in notes:
             click.echo(f"note: {note}", err=True)
         if as_json:
-            click.echo(json.dumps([asdict(p) for p in predictions], indent=2))
+            single = len(rankings) == 1 and Path(image).is_file()
+            click.echo(json.dumps(rankings[0].as_dict()["predictions"] if single else [r.as_dict() for r in rankings],
+                                  indent=2))
         else:
-            click.echo(format_table(predictions))
+            click.echo(format_table(rankings))
 
     run_guarded(debug, body)
 

@@ -63,7 +63,10 @@ def describe(model):
     if config is not None:
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()
                   if k in ("mean", "mean_shape", "scale", "rgb_input", "mean_source")}
-    return {"preprocess": config, "softmax_outputs": softmax_outputs(model), "outputs": list(model.output_names)}
+    from .detect import find_proposal
+
+    return {"preprocess": config, "softmax_outputs": softmax_outputs(model), "outputs": list(model.output_names),
+            "two_stage_detector": find_proposal(model) is not None}
 
 
 def softmax_outputs(model):
