@@ -170,14 +170,17 @@ def test_verify_a_model_cut_with_outputs(tmp_path):
     assert "prob" not in [c["name"] for c in report["comparisons"]]
 
 
-def test_verify_compares_detections_as_a_set():
+def test_verify_compares_detections_as_a_set_without_padding():
     from caffe2keras.verify import detection_rows
 
-    rows = np.array([[0, 3, 0.5, 0.1, 0.1, 0.2, 0.2], [0, 3, 0.9, 0.3, 0.3, 0.4, 0.4], [-1, 0, 0, 0, 0, 0, 0],
+    rows = np.array([[0, 3, 0.5, 0.1, 0.1, 0.2, 0.2], [0, 3, 0.9, 0.3, 0.3, 0.4, 0.4],
                      [0, 1, 0.5, 0.5, 0.5, 0.6, 0.6]], np.float32)
-    shuffled = rows[[2, 3, 0, 1]].reshape(1, 1, 4, 7)
-    np.testing.assert_array_equal(detection_rows(shuffled), detection_rows(rows.reshape(1, 1, 4, 7)))
-    assert detection_rows(rows)[-1, 0] == -1 and detection_rows(rows)[0, 1] == 1
+    caffe_padding = np.array([[0, -1, -1, -1, -1, -1, -1]] * 2, np.float32)  # the model's, as Caffe pads
+    opencv_padding = np.zeros((4, 7), np.float32)
+    mine = np.concatenate([rows, caffe_padding]).reshape(1, 1, -1, 7)
+    theirs = np.concatenate([rows[[2, 0, 1]], opencv_padding]).reshape(1, 1, -1, 7)
+    np.testing.assert_array_equal(detection_rows(mine), detection_rows(theirs))
+    assert detection_rows(mine).shape == (3, 7) and detection_rows(mine)[0, 1] == 1
 
 
 @pytest.mark.slow
