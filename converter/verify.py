@@ -354,12 +354,17 @@ def _model_values(conversion, runner, raw):
         skipped.append(f"layers: a {runner.kind} file keeps no per-layer values (verify the .keras file for them)")
         return wanted, skipped, None
     probe, entries = _probe(conversion, runner.model)
-    values = probe(raw, training=False)
-    values = list(values) if isinstance(values, (list, tuple)) else [values]
-    for (layer, layout), value in zip(entries, values):
-        value = np.asarray(value)
+    for (layer, layout), value in zip(entries, _run(probe, raw)):
         wanted.append(("layer", layer, layer, value.transpose(0, 3, 1, 2) if layout == "nhwc" and value.ndim == 4 else value))
     return wanted, skipped, _proposals(conversion, runner.model, raw)
+
+
+def _run(model, raw):
+    """``model``'s outputs on the inputs ``raw``, as numpy arrays (on any Keras backend)."""
+    import keras
+
+    values = model(raw if len(raw) > 1 else raw[0], training=False)
+    return [keras.ops.convert_to_numpy(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
 
 
 def _opencv_forward(cv2, graph, caffemodel_path, prototxt_path, inputs, names):
@@ -414,7 +419,7 @@ def _proposals(conversion, model, raw):
     layer = find_proposal(model)
     if layer is None:
         return None
-    rois, scores, count = (np.asarray(v) for v in keras.Model(model.inputs, list(layer.output))(raw))
+    rois, scores, count = _run(keras.Model(model.inputs, list(layer.output)), raw)
     graph = conversion.graph
     node = next(n for n in graph.nodes if is_proposal(n.param))
     after, produced = set(), set(node.tops)
