@@ -115,11 +115,11 @@ class KerasRunner(Runner):
     def open(cls, path):
         import keras
 
-        from . import _lazy
+        from . import _lazy, depth
 
         _lazy.register_keras_objects()
         try:
-            model = keras.models.load_model(path, safe_mode=True, compile=False)
+            model = depth.call(keras.models.load_model, path, safe_mode=True, compile=False)
         except (OSError, ValueError, TypeError) as err:
             raise ConversionError(f"cannot be loaded as a Keras model ({_problem(err)})", file=path) from None
         return cls.of(model, path)

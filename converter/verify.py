@@ -419,7 +419,7 @@ def _proposals(conversion, model, raw):
     layer = find_proposal(model)
     if layer is None:
         return None
-    rois, scores, count = _run(keras.Model(model.inputs, list(layer.output)), raw)
+    rois, scores, count = _run(depth.call(keras.Model, model.inputs, list(layer.output)), raw)
     graph = conversion.graph
     node = next(n for n in graph.nodes if is_proposal(n.param))
     after, produced = set(), set(node.tops)
