@@ -53,7 +53,7 @@ def write(model, path, opset=None, nchw_inputs=False, metadata=None):
         values[tensor.name] = _constant(numpy_helper.to_array(tensor))
     del graph.initializer[:]
     _fold_layout(graph, values)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    used = _names_read(graph) | {o.name for o in graph.output}
     _name_batch(graph)
     if metadata is not None:
         entry = proto.metadata_props.add()
@@ -148,7 +148,7 @@ def _layout_step(node, readers):
     def compute():
         x, *rest = (read() for read in readers)
         if op == "Transpose":
-            return np.ascontiguousarray(np.transpose(x, attributes.get("perm")))
+            return np.transpose(x, attributes.get("perm")).copy(order="C")
         if op == "Reshape":
             shape = [int(d) for d in rest[0]]
             if not attributes.get("allowzero", 0):
@@ -162,6 +162,21 @@ def _layout_step(node, readers):
         return x
 
     return compute
+
+
+def _names_read(graph):
+    """Every name the nodes of ``graph`` read, those of subgraphs (loop bodies) included."""
+    from onnx import helper
+
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            value = helper.get_attribute_value(attribute)
+            for subgraph in value if isinstance(value, list) else [value]:
+                if hasattr(subgraph, "node"):
+                    names |= _names_read(subgraph)
+    return names
 
 
 def _name_batch(graph):
@@ -178,7 +193,9 @@ def _write_initializer(f, name, array):
     array (no serialised copy)."""
     from onnx import TensorProto, helper
 
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)  # (np.ascontiguousarray would make a scalar a vector)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     header = TensorProto(name=name, dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))

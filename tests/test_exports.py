@@ -146,6 +146,31 @@ def test_onnx_writes_no_weight_through_tf2onnx(tiny, tmp_path, monkeypatch):
     assert seen and seen[0] < kernel_bytes
 
 
+def test_onnx_of_a_two_stage_detector(tmp_path):
+    """Faster R-CNN's proposal layer holds an NMS loop: the loop's condition compares with a
+    scalar constant, which must stay a scalar in the file (onnxruntime refuses a vector)."""
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    pytest.importorskip("onnxruntime")
+    from oracle import random_caffemodel
+
+    from caffe2keras import runtime
+
+    prototxt = GOLDEN.parent / "rcnn" / "faster_rcnn_zf_reduced.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    random_caffemodel(prototxt, weights, seed=1)
+    model = build(prototxt, weights).model
+    path = export.save(model, tmp_path / "frcnn.onnx")
+    rng = np.random.default_rng(0)
+    feeds = {"data": rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32),
+             "im_info": np.array([[224, 224, 0.01]], np.float32)}
+    onnx_model = runtime.load(path)
+    got = dict(zip(onnx_model.output_names, onnx_model([feeds[p.name] for p in onnx_model.inputs])))
+    want = dict(zip(model.output_names, model([feeds[t.name] for t in model.inputs], training=False)))
+    assert sorted(got) == ["bbox_pred", "cls_prob"]
+    for name, value in want.items():
+        assert_close(got[name], np.asarray(value), f"ONNX {name}")
+
+
 def onnx_run(path, x):
     import onnxruntime as ort
 
