@@ -62,8 +62,6 @@ WRITE_PROBLEMS = {
     errno.ENAMETOOLONG: "File name too long",
     errno.EIO: "Input/output error",
 }
-# The formats only TensorFlow writes.
-TENSORFLOW_FORMATS = ("tflite", "onnx", SAVEDMODEL)
 QUANTIZE = ("float16", "dynamic")
 # Which options each format takes (see :func:`check_options`).
 FORMAT_OPTIONS = {"opset": "onnx", "nchw_inputs": "onnx", "quantize": "tflite"}
@@ -415,7 +413,8 @@ def _write_through_tensorflow(model, tmp, fmt, options):
         source = Path(work) / "model.keras"
         model.save(source)
         code = f"from {package}.export import tensorflow_child; tensorflow_child()"
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow",
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
         child = subprocess.run([sys.executable, "-c", code, str(source), tmp, fmt, json.dumps(options)],
                                env=env, capture_output=True, text=True)
@@ -433,13 +432,13 @@ def tensorflow_child():
     the format and the options (JSON); failures are reported as JSON on stdout."""
     import keras
 
-    from . import _lazy
+    from . import _lazy, depth
     from .errors import InternalError
 
     source, target, fmt, options = sys.argv[1:5]
     try:
         _lazy.register_keras_objects()
-        model = keras.models.load_model(source, safe_mode=True, compile=False)
+        model = depth.call(keras.models.load_model, source, safe_mode=True, compile=False)
         with _quiet_absl():
             _write(model, target, fmt, **json.loads(options))
     except ConversionError as err:
