@@ -6,13 +6,13 @@ once per module.
 
 import json
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import GOLDEN, shared_path
+from helpers import write_caffemodel
 
 from caffe2keras.cli import main
 
@@ -248,18 +248,10 @@ def test_verify_detections_fewer_than_keep_top_k(tmp_path):
 
 
 def conv_caffemodel(path, layers, seed=0):
-    """A caffemodel for ``{layer: (out, in/group, k)}`` convolutions with random weights."""
-    from caffe2keras import caffe_pb2
-
+    """A caffemodel for ``{layer: kernel shape}`` convolutions with random weights and biases."""
     rng = np.random.default_rng(seed)
-    net = caffe_pb2.NetParameter()
-    for name, shape in layers.items():
-        layer = net.layer.add(name=name)
-        for blob in (rng.normal(0, 0.3, shape).astype(np.float32), rng.normal(0, 0.1, shape[0]).astype(np.float32)):
-            b = layer.blobs.add()
-            b.shape.dim.extend(blob.shape)
-            b.data.extend(blob.reshape(-1).tolist())
-    Path(path).write_bytes(net.SerializeToString())
+    write_caffemodel(path, {name: [rng.normal(0, 0.3, shape), rng.normal(0, 0.1, shape[0])]
+                            for name, shape in layers.items()})
 
 
 FORK_NET = """
@@ -327,21 +319,11 @@ def test_verify_turns_off_opencvs_winograd_convolution(tmp_path, monkeypatch):
     Normalize on a photo): OpenCV's Winograd algorithm adds an error of its own beyond the
     tolerance; verify runs OpenCV without it and passes."""
     cv2 = pytest.importorskip("cv2")
-    from caffe2keras import caffe_pb2
-
     rng = np.random.default_rng(0)
     conv2 = rng.normal(0, 0.1, (32, 32, 3, 3))
-    blobs = {"conv1": [rng.normal(0, 0.01, (32, 3, 3, 3)), np.full(32, 100.0)],
-             "conv2": [conv2 - conv2.mean(axis=(1, 2, 3), keepdims=True), np.zeros(32)]}
-    net = caffe_pb2.NetParameter()
-    for name, values in blobs.items():
-        layer = net.layer.add(name=name)
-        for value in values:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(value.shape)
-            blob.data.extend(value.astype(np.float32).reshape(-1).tolist())
     weights, prototxt, model = tmp_path / "w.caffemodel", tmp_path / "net.prototxt", tmp_path / "m.keras"
-    weights.write_bytes(net.SerializeToString())
+    write_caffemodel(weights, {"conv1": [rng.normal(0, 0.01, (32, 3, 3, 3)), np.full(32, 100.0)],
+                               "conv2": [conv2 - conv2.mean(axis=(1, 2, 3), keepdims=True), np.zeros(32)]})
     prototxt.write_text(WINOGRAD_NET)
     assert run(prototxt, weights, "-o", model, "-q").exit_code == 0
     result = run("verify", prototxt, weights, model)

@@ -171,6 +171,23 @@ def test_onnx_of_a_two_stage_detector(tmp_path):
         assert_close(got[name], np.asarray(value), f"ONNX {name}")
 
 
+@pytest.mark.parametrize("name, factor", [("m.tflite", 9), ("m.onnx", 2)])
+def test_an_export_that_would_run_out_of_memory_is_refused_first(googlenet, tmp_path, monkeypatch, name, factor):
+    """TFLite's converter holds about nine copies of the weights: with less memory free than
+    that, one line says so before the converter starts (not a kill halfway)."""
+    if name.endswith(".onnx"):
+        pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    model, _, _ = googlenet
+    need = factor * export.weights_bytes(model)
+    monkeypatch.setattr(export, "available_memory", lambda: need - 1)
+    with pytest.raises(ConversionError, match=rf"writing \.{name[2:]} takes about .* of memory \({factor}x the weights\)"):
+        export.save(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export, "available_memory", lambda: need + 1)
+    if name.endswith(".tflite"):
+        assert export.save(model, tmp_path / name).is_file()
+
+
 def onnx_run(path, x):
     import onnxruntime as ort
 
