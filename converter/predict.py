@@ -134,7 +134,7 @@ def images_of(path):
 
 def choose_output(runner, requested=None):
     """``(output name, notes)``: which output to rank (see the module doc)."""
-    from .translate import keras_name
+    from .naming import keras_name
 
     names = runner.output_names
     if requested is not None:

@@ -51,13 +51,18 @@ class Runner:
     def softmax_outputs(self):
         return list(self.info.get("softmax_outputs", []))
 
+    @property
+    def blob_table(self):
+        """The model's Caffe blob table (:mod:`caffe2keras.blobtable`), or None."""
+        return self.info.get("blob_table")
+
     def __call__(self, arrays):
         raise NotImplementedError
 
 
 def describe(model):
     """What an exported file should remember of the Keras ``model``."""
-    from . import preprocess
+    from . import blobtable, preprocess
 
     config = preprocess.find(model)
     if config is not None:
@@ -65,8 +70,9 @@ def describe(model):
                   if k in ("mean", "mean_shape", "scale", "rgb_input", "mean_source")}
     from .detect import find_proposal
 
+    table = blobtable.find(model)
     return {"preprocess": config, "softmax_outputs": softmax_outputs(model), "outputs": list(model.output_names),
-            "two_stage_detector": find_proposal(model) is not None}
+            "two_stage_detector": find_proposal(model) is not None, "blob_table": table.table if table else None}
 
 
 def softmax_outputs(model):

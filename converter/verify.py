@@ -3,9 +3,10 @@
 OpenCV's DNN module (``cv2.dnn.readNetFromCaffe``, the ``caffe2keras[verify]`` extra) runs the
 network as the converter reads it, with the caffemodel; the converted model runs on the same
 input (seeded random values, or an image). Every network output and every layer both know is
-compared in Caffe's order: the prototxt is converted again (without weights) to learn which
-Keras layer holds each Caffe layer's top and in which layout. A model in an exported format
-(.tflite, .onnx, SavedModel) keeps no per-layer values: its outputs are compared.
+compared in Caffe's order: the model's blob table (:mod:`~caffe2keras.blobtable`, recorded in the
+exported formats too) says which Keras layer holds each Caffe layer's tops (NHWC when 4-D, as the
+layout contract promises), the prototxt's graph (no Keras built) the inputs. A model in an
+exported format (.tflite, .onnx, SavedModel) keeps no per-layer values: its outputs are compared.
 
 OpenCV gets a copy of the network in the converter's reading (:func:`opencv_prototxt`): the TEST
 phase, data layers as inputs of the shapes converted, no loss layers, fork types it lacks mapped
@@ -175,49 +176,59 @@ def _opencv():
     return cv2
 
 
-def check_belongs(conversion, runner, prototxt_path, model_path):
-    """Refuse a model whose inputs are not the prototxt's (another network, or converted with
-    another --input-shape): one line saying where the shapes disagree."""
-    from .layout import canonical, keras_shape
-    from .translate import keras_name
+def _graph_of(prototxt_path, runner, model_path, input_shapes):
+    """The graph the model was converted from (cut like the model, with ``--outputs``) and the
+    model's blob table, checked to describe the same network: the same layers, the same input
+    shapes."""
+    from . import api
 
-    graph = conversion.graph
+    table = runner.blob_table
+    if table is None:
+        raise ConversionError("the model carries no Caffe blob table: convert it again with this caffe2keras",
+                              file=model_path)
+    graph, _ = api.check(prototxt_path, None, input_shapes=input_shapes, outputs=table["outputs"])
+    if [n.name for n in graph.nodes] != [name for name, _, _ in table["layers"]] or len(graph.inputs) != len(
+        table["inputs"]
+    ):
+        raise ConversionError("the model was not converted from this prototxt (its layers differ)", file=model_path)
+    _check_input_shapes(graph, table, runner, model_path)
+    return graph, table
+
+
+def _check_input_shapes(graph, table, runner, model_path):
+    """Refuse a model whose inputs are not the shapes the prototxt gives (converted with another
+    --input-shape, or from another network of the same layer names): one line saying where."""
+    from .layout import canonical, keras_shape
+
     ports = {p.name: p for p in runner.inputs}
-    for bid in graph.inputs:
-        blob = graph.blobs[bid]
-        want = tuple(keras_shape(blob.shape, canonical(blob.shape))[1:])
-        port = ports.get(keras_name(blob.name))
-        if port is None:
-            raise ConversionError(f"the model has no input '{keras_name(blob.name)}' for the prototxt's input "
-                                  f"'{blob.name}' (its inputs: {', '.join(ports)}): was it converted from "
-                                  f"{Path(prototxt_path).name}?", file=model_path)
-        have = tuple(port.shape[1:])
-        if any(h is not None and h != w for h, w in zip(have, want)) or len(have) != len(want):
+    for bid, (blob, name) in zip(graph.inputs, table["inputs"]):
+        shape = graph.blobs[bid].shape
+        want = tuple(keras_shape(shape, canonical(shape))[1:])
+        have = tuple(ports[name].shape[1:]) if name in ports else None
+        if have is None or len(have) != len(want) or any(h is not None and h != w for h, w in zip(have, want)):
             raise ConversionError(
-                f"the shapes disagree: the model's input '{port.name}' is {_shape(have)}, the prototxt's "
-                f"'{blob.name}' gives {_shape(want)} (Keras order): the model was converted from another "
-                f"network, or with another --input-shape (pass it to verify too)", file=model_path)
+                f"the shapes disagree: the model's input '{name}' is {_shape(have)}, the prototxt's '{blob}' "
+                f"gives {_shape(want)} (Keras order): the model was converted from another network, or with "
+                "another --input-shape (pass it to verify too)", file=model_path)
 
 
 def _shape(dims):
-    return "(N, " + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+    return "missing" if dims is None else "(N, " + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
-def _inputs(conversion, runner, image, seed):
+def _inputs(graph, table, runner, image, seed):
     """The model's raw inputs (a list in the runner's input order, NHWC for images) and Caffe's
     view of them, ``{caffe blob: NCHW array}`` (the baked preprocessing applied, as Caffe's
     Transformer would). An im_info input of a proposal layer gets the image's size and a scale
     so small that py-faster-rcnn's minimum box size, which OpenCV's Proposal lacks, keeps all."""
     from .predict import load_image, model_pixels
-    from .translate import keras_name
 
-    graph = conversion.graph
     config = runner.preprocess
     rng = np.random.default_rng(seed)
     images = [bid for bid in graph.inputs if len(graph.blobs[bid].shape) == 4]
     im_info = {node.bottoms[2] for node in graph.nodes if is_proposal(node.param) and len(node.bottoms) == 3}
     raw, caffe = {}, {}
-    for bid in graph.inputs:
+    for bid, (_, keras_input) in zip(graph.inputs, table["inputs"]):
         blob = graph.blobs[bid]
         shape = blob.shape
         nhwc = len(shape) == 4
@@ -234,7 +245,7 @@ def _inputs(conversion, runner, image, seed):
         else:
             x = rng.standard_normal(size=shape).astype(np.float32)
             x = x.transpose(0, 2, 3, 1) if nhwc else x
-        raw[keras_name(blob.name)] = x
+        raw[keras_input] = x
         caffe_x = _caffe_view(x, config, runner) if config is not None and nhwc else x
         caffe[blob.name] = caffe_x.transpose(0, 3, 1, 2) if nhwc else caffe_x
     return [raw[p.name] for p in runner.inputs], caffe
@@ -252,29 +263,24 @@ def _caffe_view(x, config, runner):
         if runner.model is None:
             raise ConversionError("the mean image baked into this model is kept in its .keras/.h5 file only: "
                                   "verify that file", file=runner.path)
-        x = x - runner.model.get_layer(preprocess.LAYER_NAME).get_weights()[0]
+        x = x - preprocess.find_layer(runner.model).get_weights()[0]
     return (x * np.float32(config["scale"])).astype(np.float32) if config["scale"] != 1.0 else x.astype(np.float32)
 
 
-def _probe(conversion, model):
-    """A model over ``model``'s layers giving the first top of every Caffe layer it holds:
-    ``(probe, [(caffe layer, layout)])``."""
+def _probe(graph, table, model):
+    """A model over ``model``'s layers giving the first top of every Caffe layer, NHWC when 4-D
+    as the layout contract promises: ``(probe, [caffe layer])``."""
     import keras
 
+    by_name = {layer.name: layer for layer in model.layers}
     tensors, entries = [], []
-    for node in conversion.graph.nodes:
-        tensor = conversion.tensors.get(node.tops[0])
-        history = getattr(tensor.value, "_keras_history", None) if tensor is not None else None
-        if history is None:
+    for node, (_, keras_layer, _) in zip(graph.nodes, table["layers"]):
+        layer = by_name.get(keras_layer)
+        if layer is None or not node.tops:
             continue
-        try:
-            layer = model.get_layer(history.operation.name)
-            out = layer.output
-        except (ValueError, AttributeError):  # not in this model, or a layer called more than once
-            continue
-        out = out[history.tensor_index] if isinstance(out, (list, tuple)) else out
-        tensors.append(out)
-        entries.append((node.name, tensor.layout))
+        out = layer.output
+        tensors.append(out[0] if isinstance(out, (list, tuple)) else out)
+        entries.append(node)
     return depth.call(keras.Model, model.inputs, tensors), entries
 
 
@@ -282,23 +288,12 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
     """Compare the converted model at ``model_path`` (any format caffe2keras writes) with OpenCV
     running the Caffe files."""
     cv2 = _opencv()
-    from . import api, runtime
-    from .translate import keras_name
+    from . import runtime
 
     runner = runtime.load(model_path)
-    conversion = api.build(prototxt_path, None, input_shapes=input_shapes)
-    # Rebuild with MODEL's outputs when it was cut with --outputs, so the layer names line up
-    # (an output ending an in-place chain takes its blob's name from the layer before it).
-    blob_names = {keras_name(b.name): b.name for b in conversion.graph.blobs.values()}
-    cut = [blob_names.get(n) for n in runner.output_names]
-    caffe_outputs = [conversion.graph.blobs[b].name for b in conversion.graph.outputs]
-    if None not in cut and sorted(cut) != sorted(caffe_outputs):
-        conversion = api.build(prototxt_path, None, input_shapes=input_shapes, outputs=cut)
-    check_belongs(conversion, runner, prototxt_path, model_path)
-    raw, caffe_inputs = _inputs(conversion, runner, image, seed)
-    graph = conversion.graph
-
-    wanted, skipped, proposals = _model_values(conversion, runner, raw)
+    graph, table = _graph_of(prototxt_path, runner, model_path, input_shapes)
+    raw, caffe_inputs = _inputs(graph, table, runner, image, seed)
+    wanted, skipped, proposals = _model_values(graph, table, runner, raw)
     names = list(dict.fromkeys([w[2] for w in wanted] + ([proposals["layer"]] if proposals else [])))
     references, left_out = _opencv_forward(cv2, graph, caffemodel_path, prototxt_path, caffe_inputs, names)
     for cause in dict.fromkeys(left_out.values()):
@@ -318,8 +313,7 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
     comparisons = []
     for kind, name, layer, value in wanted:
         reference = references[layer]
-        node = graph.node(layer)
-        if node.type == "DetectionOutput":
+        if graph.node(layer).type == "DetectionOutput":
             comparisons.append(compare_detections(kind, name, value, reference))
             continue
         if rows is not None and layer in rows["after"]:
@@ -328,35 +322,27 @@ def verify(prototxt_path, caffemodel_path, model_path, image=None, input_shapes=
     return Result(comparisons, skipped, "image " + Path(image).name if image else f"random (seed {seed})")
 
 
-def _model_values(conversion, runner, raw):
+def _model_values(graph, table, runner, raw):
     """What the model computes on ``raw``, as ``(wanted, skipped, proposals)``: ``wanted`` lists
     (kind, Caffe name, Caffe layer, value in Caffe's layout) for the outputs and, from a Keras
     file, every layer; ``proposals`` is :func:`_proposals`' record or None."""
-    from .translate import keras_name
-
-    graph = conversion.graph
-    # The model's outputs by name (MODEL may have been cut with --outputs, so they need not be
-    # the prototxt's): a Keras output is named after its Caffe blob, whose final version it is.
-    final = {}
-    for node in graph.nodes:
-        for bid in node.tops:
-            final[keras_name(graph.blobs[bid].name)] = (bid, node)
+    producer = {bid: node for node in graph.nodes for bid in node.tops}
     wanted, skipped = [], []
-    for name, value in zip(runner.output_names, runner(raw)):
-        bid, producer = final.get(name, (None, None))
-        if producer is None or producer.tops[0] != bid:
+    for bid, name, value in zip(graph.outputs, runner.output_names, runner(raw)):
+        node = producer.get(bid)
+        # OpenCV gives a layer's first top by the layer's name.
+        if node is None or node.tops[0] != bid:
             skipped.append(f"output {name}: OpenCV exposes no layer giving it")
             continue
         value = np.asarray(value)
-        wanted.append(("output", graph.blobs[bid].name, producer.name,
-                       value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
+        wanted.append(("output", graph.blobs[bid].name, node.name, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
     if runner.model is None:
         skipped.append(f"layers: a {runner.kind} file keeps no per-layer values (verify the .keras file for them)")
         return wanted, skipped, None
-    probe, entries = _probe(conversion, runner.model)
-    for (layer, layout), value in zip(entries, _run(probe, raw)):
-        wanted.append(("layer", layer, layer, value.transpose(0, 3, 1, 2) if layout == "nhwc" and value.ndim == 4 else value))
-    return wanted, skipped, _proposals(conversion, runner.model, raw)
+    probe, entries = _probe(graph, table, runner.model)
+    for node, value in zip(entries, _run(probe, raw)):
+        wanted.append(("layer", node.name, node.name, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
+    return wanted, skipped, _proposals(graph, runner.model, raw)
 
 
 def _run(model, raw):
@@ -409,7 +395,7 @@ def _opencv_net(cv2, text, caffemodel_path, prototxt_path):
     return net
 
 
-def _proposals(conversion, model, raw):
+def _proposals(graph, model, raw):
     """The model's region proposals, when the network has a proposal layer: its rois, scores,
     how many are real, and the Caffe layers computed on them."""
     import keras
@@ -420,7 +406,6 @@ def _proposals(conversion, model, raw):
     if layer is None:
         return None
     rois, scores, count = _run(depth.call(keras.Model, model.inputs, list(layer.output)), raw)
-    graph = conversion.graph
     node = next(n for n in graph.nodes if is_proposal(n.param))
     after, produced = set(), set(node.tops)
     for other in graph.nodes:

@@ -216,17 +216,24 @@ def test_verify_an_exported_format_compares_its_outputs(converted, tmp_path, nam
     assert any("keeps no per-layer values" in s for s in report["skipped"])
 
 
-def test_verify_a_model_of_another_network_is_the_users_mistake(tmp_path):
-    """Exit 2, one line saying the shapes disagree (was: internal error, exit 1)."""
+def test_verify_a_model_of_another_network_or_shape_is_the_users_mistake(tmp_path):
+    """Exit 2 and one line (was: internal error, exit 1): another network's model, or the model
+    converted with another --input-shape than verify is given (the shapes disagree)."""
     pytest.importorskip("cv2")
     lenet = GOLDEN / "zoo" / "lenet"
-    model = tmp_path / "lenet.keras"
-    assert run(lenet / "deploy.prototxt", lenet / "weights.caffemodel", "-o", model, "-q").exit_code == 0
+    args = [lenet / "deploy.prototxt", lenet / "weights.caffemodel"]
+    model, bigger = tmp_path / "lenet.keras", tmp_path / "lenet32.keras"
+    assert run(*args, "-o", model, "-q").exit_code == 0
+    assert run(*args, "-o", bigger, "--input-shape", "2,1,32,32", "-q").exit_code == 0
     result = run("verify", PROTOTXT, CAFFEMODEL, model)
+    assert result.exit_code == 2 and "was not converted from this prototxt" in result.output
+    result = run("verify", *args, bigger)
     assert result.exit_code == 2, result.output
-    assert "the shapes disagree: the model's input 'data' is (N, 28, 28, 1), the prototxt's 'data' gives (N, 224, " \
-           "224, 3)" in result.output
-    assert "internal error" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "the shapes disagree: the model's input 'data' is (N, 32, 32, 1), the prototxt's 'data' gives (N, 28, " \
+           "28, 1)" in result.output
+    for text in (result.output, run("verify", PROTOTXT, CAFFEMODEL, model).output):
+        assert "internal error" not in text and len(text.strip().splitlines()) == 1
+    assert run("verify", *args, bigger, "--input-shape", "2,1,32,32").exit_code == 0
 
 
 def test_verify_detections_fewer_than_keep_top_k(tmp_path):

@@ -248,12 +248,13 @@ def test_predict_unknown_output_lists_the_outputs(two_outputs):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, plain):
+def exported(tmp_path_factory):
     """The GoogLeNet replica with RGB input, mean and scale baked in, in every format."""
     tmp = tmp_path_factory.mktemp("exported")
     from caffe2keras import export
 
-    model = preprocess.apply(plain, mean=[104, 117, 123], scale=0.017, rgb_input=True)
+    model = build(NET / "deploy.prototxt", NET / "weights.caffemodel",
+                  preprocessing={"mean": [104, 117, 123], "scale": 0.017, "rgb_input": True}).model
     paths = {}
     for name in ("m.keras", "m.tflite", "m.onnx", "sm/"):
         if name.endswith(".onnx"):

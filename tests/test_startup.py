@@ -14,7 +14,6 @@ import pytest
 from conftest import GOLDEN
 from helpers import build
 
-from caffe2keras import preprocess
 
 NET = GOLDEN / "pooling_edges"  # CaffePooling2D and friends: custom layers in the saved file
 HEAVY = ("keras", "tensorflow", "torch", "jax")
@@ -85,7 +84,7 @@ for path in sys.argv[3:]:
 def saved(tmp_path_factory):
     """The net with baked preprocessing, saved as .keras and .h5, with an input and its output."""
     tmp = tmp_path_factory.mktemp("startup")
-    model = preprocess.apply(build(NET / "deploy.prototxt", NET / "weights.caffemodel").model, mean=[10.0], scale=0.1)
+    model = build(NET / "deploy.prototxt", NET / "weights.caffemodel", preprocessing={"mean": [10.0], "scale": 0.1}).model
     x = np.random.default_rng(0).uniform(0, 255, (2, *model.inputs[0].shape[1:])).astype(np.float32)
     np.save(tmp / "x.npy", x)
     outputs = model(x, training=False)
