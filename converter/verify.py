@@ -186,7 +186,14 @@ def _graph_of(prototxt_path, runner, model_path, input_shapes):
     if table is None:
         raise ConversionError("the model carries no Caffe blob table: convert it again with this caffe2keras",
                               file=model_path)
-    graph, _ = api.check(prototxt_path, None, input_shapes=input_shapes, outputs=table["outputs"])
+    graph, _ = api.check(prototxt_path, None, input_shapes=input_shapes)
+    blobs = {blob.name for blob in graph.blobs.values()}
+    missing = [name for name in table["outputs"] if name not in blobs]
+    if missing:
+        raise ConversionError(f"the model was not converted from this prototxt (it has no blob {', '.join(missing)}, "
+                              "which the model outputs)", file=model_path)
+    if table["outputs"] != [graph.blobs[b].name for b in graph.outputs]:  # the model was cut with --outputs
+        graph, _ = api.check(prototxt_path, None, input_shapes=input_shapes, outputs=table["outputs"])
     if [n.name for n in graph.nodes] != [name for name, _, _ in table["layers"]] or len(graph.inputs) != len(
         table["inputs"]
     ):

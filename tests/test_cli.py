@@ -220,20 +220,18 @@ def test_verify_a_model_of_another_network_or_shape_is_the_users_mistake(tmp_pat
     """Exit 2 and one line (was: internal error, exit 1): another network's model, or the model
     converted with another --input-shape than verify is given (the shapes disagree)."""
     pytest.importorskip("cv2")
-    lenet = GOLDEN / "zoo" / "lenet"
-    args = [lenet / "deploy.prototxt", lenet / "weights.caffemodel"]
-    model, bigger = tmp_path / "lenet.keras", tmp_path / "lenet32.keras"
-    assert run(*args, "-o", model, "-q").exit_code == 0
-    assert run(*args, "-o", bigger, "--input-shape", "2,1,32,32", "-q").exit_code == 0
-    result = run("verify", PROTOTXT, CAFFEMODEL, model)
-    assert result.exit_code == 2 and "was not converted from this prototxt" in result.output
-    result = run("verify", *args, bigger)
-    assert result.exit_code == 2, result.output
-    assert "the shapes disagree: the model's input 'data' is (N, 32, 32, 1), the prototxt's 'data' gives (N, 28, " \
-           "28, 1)" in result.output
-    for text in (result.output, run("verify", PROTOTXT, CAFFEMODEL, model).output):
-        assert "internal error" not in text and len(text.strip().splitlines()) == 1
-    assert run("verify", *args, bigger, "--input-shape", "2,1,32,32").exit_code == 0
+    lenet, net = GOLDEN / "zoo" / "lenet", GOLDEN / "pooling_edges"
+    args = [net / "deploy.prototxt", net / "weights.caffemodel"]
+    other, resized = tmp_path / "lenet.keras", tmp_path / "pooling16x20.keras"
+    assert run(lenet / "deploy.prototxt", lenet / "weights.caffemodel", "-o", other, "-q").exit_code == 0
+    assert run(*args, "-o", resized, "--input-shape", "2,3,16,20", "-q").exit_code == 0
+    results = [run("verify", *args, other), run("verify", *args, resized)]
+    assert [r.exit_code for r in results] == [2, 2]
+    assert "was not converted from this prototxt" in results[0].output
+    assert "the shapes disagree: the model's input 'data' is (N, 16, 20, 3), the prototxt's 'data' gives (N, 17, " \
+           "17, 3)" in results[1].output
+    assert all("internal error" not in r.output and len(r.output.strip().splitlines()) == 1 for r in results)
+    assert run("verify", *args, resized, "--input-shape", "2,3,16,20").exit_code == 0
 
 
 def test_verify_detections_fewer_than_keep_top_k(tmp_path):
