@@ -4,17 +4,17 @@
     model = caffe2keras.convert("deploy.prototxt", "weights.caffemodel")
     probe = caffe2keras.blobs(model, ["conv1", "prob"])   # any Caffe blob, in Caffe's layout
 
-Importing the package also registers its custom Keras layers, so saved models load with
-``keras.models.load_model(path, safe_mode=True)``.
+Importing the package loads neither Keras nor TensorFlow (``convert`` does, on first use), and
+changes nothing in the process but this: its custom Keras layers register as soon as Keras is
+loaded, so saved models load with ``keras.models.load_model(path, safe_mode=True)``.
 """
 
-from ._quiet import import_tensorflow, interrupted_while_starting
+import importlib
+
+from ._quiet import interrupted_while_starting
 
 try:
-    import_tensorflow()
-    from . import blobtable, layers, losses, preprocess, rcnn_layers, solver  # noqa: F401  (registers the custom Keras objects)
-    from .api import build, convert
-    from .blobtable import blobs
+    from ._lazy import register_when_keras_loads
     from .errors import ConversionError, InternalError
 except KeyboardInterrupt:
     interrupted_while_starting(__name__)
@@ -22,3 +22,14 @@ except KeyboardInterrupt:
 
 __version__ = "0.1.0"
 __all__ = ["convert", "build", "blobs", "ConversionError", "InternalError", "__version__"]
+# The API's functions, from the modules that import Keras, loaded on first use.
+LAZY = {"convert": "api", "build": "api", "blobs": "blobtable"}
+
+
+def __getattr__(name):
+    if name in LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register_when_keras_loads()

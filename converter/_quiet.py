@@ -1,14 +1,25 @@
-"""Import TensorFlow and Keras without TensorFlow's C++ start-up chatter on stderr, and end a
-``caffe2keras`` command interrupted while it starts like one interrupted later: one line."""
+"""The command line's Keras import, with TensorFlow's C++ start-up chatter kept off stderr, and
+the end of a ``caffe2keras`` command interrupted while it starts: one line, like one
+interrupted later.
+
+Only the command line calls :func:`import_keras`: it owns its process. The library never
+touches the user's environment or file descriptors (see :mod:`caffe2keras._lazy`).
+"""
 
 import os
 import signal
 import sys
 
 
-def import_tensorflow():
+def import_keras():
+    """Import Keras, its backend, then TensorFlow, with file descriptor 2 muted meanwhile;
+    TensorFlow's C++ logging stays at errors for the rest of the process.
+
+    Keras comes first: on the torch backend TensorFlow loaded before torch crashes the process.
+    TensorFlow follows on every backend, as Keras' savers and the image decoding load it anyway,
+    and it would print its start-up lines then."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
+    if "keras" in sys.modules:
         return
     sys.stderr.flush()
     try:
@@ -20,10 +31,10 @@ def import_tensorflow():
     interrupts = []
     previous = _remember_interrupts(interrupts)
     try:
+        import keras  # noqa: F401
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe logs here, so do it while muted
-        import keras  # noqa: F401
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

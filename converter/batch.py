@@ -60,17 +60,21 @@ def parse_input_shapes(value):
 
 
 def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
-                rgb_input=False, force=False, solver=None, max_params=None):
+                rgb_input=False, force=False, solver=None, max_params=None, export_options=None):
     """Convert and save; returns the summary record (a JSON-ready dict) and the Conversion.
 
     ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None; ``solver``
-    a solver.prototxt to compile the model with (see :mod:`caffe2keras.training`).
+    a solver.prototxt to compile the model with (see :mod:`caffe2keras.training`);
+    ``export_options`` those of :func:`caffe2keras.export.save` (``opset``, ``nchw_inputs``,
+    ``quantize``). A quantized TFLite model is run beside the Keras model and its error recorded.
     """
     from . import export, preprocess, training
     from .api import build
 
     sources = (prototxt, caffemodel, solver, None if mean is None or _is_numbers(mean) else mean)
     fmt = export.check_output(output, force=force, inputs=sources)
+    export_options = {k: v for k, v in (export_options or {}).items() if v not in (None, False)}
+    export.check_options(fmt, output, **export_options)
     if solver is not None:
         training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
     mean_value = preprocess.parse_mean(mean) if mean is not None else None
@@ -83,7 +87,7 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
                        max_params=max_params, preprocessing=preprocessing)
     model = conversion.model
     built = time.perf_counter()
-    export.save(model, output, force=force, inputs=sources)
+    export.save(model, output, force=force, inputs=sources, **export_options)
     graph, names = conversion.graph, conversion.names
     record = {
         "network": graph.name or "network",
@@ -101,6 +105,8 @@ def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, m
         ],
         "preprocess": preprocess.find(model) and _plain(preprocess.find(model)),
         "training": training.summary(conversion) if solver is not None else None,
+        "export_options": export_options,
+        "quantization_error": (export.quantization_error(model, output) if export_options.get("quantize") else None),
         "seconds": {"convert": round(built - start, 3), "save": round(time.perf_counter() - built, 3)},
     }
     return record, conversion

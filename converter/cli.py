@@ -4,15 +4,18 @@
 ``batch`` converts many, ``inspect`` lists a prototxt's layers, ``verify`` compares a converted
 model with OpenCV's Caffe implementation, ``predict`` classifies an image.
 Bad input gives one line on stderr and exit code 2; internal errors exit 1 (``--debug`` shows
-the traceback). TensorFlow is imported once, quietly, and only by commands that need it.
+the traceback). Keras (and TensorFlow) are imported once, quietly, and only by the commands that
+run a model: ``--help``, ``--version`` and ``inspect`` start in a fraction of a second.
 """
 
 import json
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
+from ._quiet import import_keras
 from .batch import FORMATS, parse_input_shapes
 from .errors import ConversionError, InternalError
 from .graph import MAX_PARAMS
@@ -107,6 +110,12 @@ def summary(record):
         for t in train["targets"]:
             lines.append(f"  loss   {t['loss_type']} on output {t['output']} (weight {t['weight']:g}), "
                          f"target: Caffe blob '{t['label']}'")
+    errors = record.get("quantization_error")
+    if errors:
+        worst = max(errors.values(), key=lambda e: e["max_rel"])
+        name = next(n for n, e in errors.items() if e is worst)
+        lines.append(f"  quantized ({record['export_options']['quantize']}): max |TFLite - Keras| {worst['max_abs']:.3g} "
+                     f"({worst['max_rel']:.3g} of max(1, max|Keras|), output {name}) on a seeded input")
     pre = record["preprocess"]
     if pre:
         mean = pre["mean"] if pre["mean"] is not None else (f"image {pre['mean_source']}" if pre["mean_shape"] else "none")
@@ -143,13 +152,19 @@ max_params_option = click.option(
 @click.option("--solver", type=click.Path(dir_okay=False), default=None,
               help="Compile the train/val PROTOTXT's model with this solver.prototxt's optimizer, "
                    "learning-rate policy and the net's losses, ready for fit (.keras or .h5 output).")
+@click.option("--opset", type=int, default=None, help="ONNX: the opset to write (13-18; default 17).")
+@click.option("--nchw", "nchw_inputs", is_flag=True,
+              help="ONNX: image inputs in Caffe's (N, C, H, W) layout instead of (N, H, W, C).")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic"]), default=None,
+              help="TFLite: store weights as float16, or as int8 with dynamic-range quantization; "
+                   "the summary gives the quantized model's error.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @max_params_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, force, max_params,
-            quiet, as_json, debug):
+def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, opset, nchw_inputs,
+            quantize, force, max_params, quiet, as_json, debug):
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
@@ -163,11 +178,13 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
     out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
 
     def body():
+        import_keras()
         from .batch import convert_one
 
         record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
                                 mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver,
-                                max_params=max_params)
+                                max_params=max_params,
+                                export_options={"opset": opset, "nchw_inputs": nchw_inputs, "quantize": quantize})
         if as_json:
             click.echo(json.dumps(record, indent=2))
         elif not quiet:
@@ -204,7 +221,7 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
 @main.command()
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.argument("caffemodel", type=click.Path(dir_okay=False))
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="Compare on this image (as `predict` feeds it) instead of random input.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random input.")
@@ -216,12 +233,16 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
 def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as_json, debug):
     """Compare MODEL (converted from PROTOTXT + CAFFEMODEL) with OpenCV's Caffe implementation.
 
+    MODEL is any file convert writes (.keras, .h5, .tflite, .onnx, a SavedModel directory);
+    the exported formats keep no per-layer values, so their outputs are compared.
+
     Prints the max abs / rel error per output and per layer; exits 0 when every one is within
     1e-4 * max(1, max|caffe|), 1 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
     """
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
     def body():
+        import_keras()
         from . import verify as verification
 
         result = verification.verify(prototxt, caffemodel, model, image=image, input_shapes=shapes, seed=seed)
@@ -236,12 +257,13 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
+@click.argument("image", type=click.Path())
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Class names, one per line (e.g. synset_words.txt).")
 @click.option("--top", "k", default=5, show_default=True, type=click.IntRange(min=1), help="How many classes.")
-@click.option("--output", "output_name", default=None, help="Which model output holds the scores.")
+@click.option("--output", "output_name", default=None, metavar="BLOB",
+              help="Which model output to rank (a Caffe blob name); default: the softmax output.")
 @click.option("--threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1),
               help="Detectors: the least score a detection needs.")
 @click.option("--nms", default=0.3, show_default=True, type=click.FloatRange(0, 1),
@@ -249,35 +271,54 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
 @json_option("Print the predictions as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug):
-    """Classify IMAGE with a converted MODEL and print the top classes, or, for a two-stage
-    detector (Faster R-CNN, R-FCN), print its detections.
+    """Classify IMAGE (a file, or a folder of images) with a converted MODEL and print the top
+    classes, or, for a two-stage detector (Faster R-CNN, R-FCN), print its detections.
 
+    MODEL is any file convert writes: .keras, .h5, .tflite, .onnx or a SavedModel directory.
     The image is decoded by TensorFlow, scaled to cover the model's input and centre-cropped (a
     detector's: scaled to fit, padded); the preprocessing baked in at conversion
-    (--mean/--scale/--rgb-input) is the model's own.
+    (--mean/--scale/--rgb-input) is the model's own. Values are probabilities when the ranked
+    output is a softmax's, else scores.
     """
 
     def body():
-        from dataclasses import asdict
-
+        import_keras()
         from . import detect
-        from .predict import format_table, load_model, predict, read_labels
+        from .predict import format_table, images_of, load_model, predict, read_labels
 
         loaded = load_model(model)
-        if detect.find_proposal(loaded) is not None:
+        if loaded.info.get("two_stage_detector") or (loaded.model is not None and detect.find_proposal(loaded.model)):
+            if loaded.model is None:
+                raise ConversionError("predict runs two-stage detectors from their .keras or .h5 file", file=model)
             names = read_labels(labels) if labels else None
-            found, notes = detect.detect(loaded, image, labels=names, threshold=threshold, nms=nms)
-            for note in notes:
-                click.echo(f"note: {note}", err=True)
-            click.echo(json.dumps([asdict(d) for d in found], indent=2) if as_json else detect.format_table(found))
+            paths = images_of(image)
+            results = []
+            for path in paths:
+                found, notes = detect.detect(loaded.model, path, labels=names, threshold=threshold, nms=nms)
+                for note in dict.fromkeys(notes) if path == paths[0] else ():
+                    click.echo(f"note: {note}", err=True)
+                results.append((path, found))
+            if as_json:
+                from dataclasses import asdict
+
+                rows = [[asdict(d) for d in found] for _, found in results]
+                click.echo(json.dumps(rows[0] if len(paths) == 1 and Path(image).is_file() else
+                                      [{"image": str(p), "detections": r} for (p, _), r in zip(results, rows)], indent=2))
+            else:
+                for path, found in results:
+                    if len(results) > 1:
+                        click.echo(f"{path}:")
+                    click.echo(detect.format_table(found))
             return
-        predictions, notes = predict(loaded, image, labels_path=labels, k=k, output=output_name)
+        rankings, notes = predict(loaded, image, labels_path=labels, k=k, output=output_name)
         for note in notes:
             click.echo(f"note: {note}", err=True)
         if as_json:
-            click.echo(json.dumps([asdict(p) for p in predictions], indent=2))
+            single = len(rankings) == 1 and Path(image).is_file()
+            click.echo(json.dumps(rankings[0].as_dict()["predictions"] if single else [r.as_dict() for r in rankings],
+                                  indent=2))
         else:
-            click.echo(format_table(predictions))
+            click.echo(format_table(rankings))
 
     run_guarded(debug, body)
 
@@ -303,6 +344,7 @@ def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
     def body():
         from pathlib import Path
 
+        import_keras()
         from . import export
         from .batch import find_jobs, format_summary, run_job
 

@@ -118,7 +118,10 @@ def detect(model, image_path, labels=None, threshold=0.8, nms=0.3):
         pad = np.asarray(config["mean"], np.float32)[::-1]  # Caffe's BGR mean, as RGB canvas pixels
     canvas, h, w, scale, image_hw = fit_image(image_path, height, width, channels, pad)
     feed = {images[0].name: model_pixels(model, canvas)[None], others[0].name: np.array([[h, w, scale]], np.float32)}
-    cls_prob, bbox_pred, rois, count = (np.asarray(v) for v in detector(model)([feed[t.name] for t in model.inputs]))
+    from keras import ops
+
+    outputs = detector(model)([feed[t.name] for t in model.inputs])
+    cls_prob, bbox_pred, rois, count = (ops.convert_to_numpy(v) for v in outputs)
     n = int(count[0])
     rows = detections(cls_prob[:n], bbox_pred[:n], rois[:n], image_hw, scale, threshold, nms)
     if labels is not None and len(labels) != cls_prob.shape[1]:

@@ -3,8 +3,13 @@
     model.keras   Keras 3 native file
     model.h5      legacy Keras HDF5
     model/        a TensorFlow SavedModel directory (a path ending in ``/``), endpoint ``serve``
-    model.tflite  LiteRT / TensorFlow Lite flatbuffer
-    model.onnx    ONNX (needs ``tf2onnx``: ``pip install caffe2keras[onnx]``)
+    model.tflite  LiteRT / TensorFlow Lite flatbuffer (``quantize``: float16 or dynamic-range int8)
+    model.onnx    ONNX (needs ``tf2onnx``: ``pip install caffe2keras[onnx]``; ``opset``, ``nchw_inputs``)
+
+SavedModel, TFLite and ONNX name their inputs and outputs after the Caffe blobs and record what
+:func:`caffe2keras.runtime.describe` says of the model, so ``predict`` and ``verify`` run them as
+they run the Keras file. They are TensorFlow's formats: on another Keras backend the model goes
+through a ``.keras`` file to a TensorFlow process that writes them.
 
 Everything is written inside a temporary directory next to the target and moved into place only
 when complete, so an interrupted or failed conversion never leaves a partial file or directory.
@@ -23,12 +28,15 @@ import contextlib
 import ctypes
 import errno
 import functools
+import json
 import logging
 import math
 import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,8 +62,13 @@ WRITE_PROBLEMS = {
     errno.ENAMETOOLONG: "File name too long",
     errno.EIO: "Input/output error",
 }
-# Opset 17 is what onnxruntime releases of the last years all run.
-ONNX_OPSET = 17
+QUANTIZE = ("float16", "dynamic")
+# The memory a format's writer takes beyond the built model, in weights' sizes (measured on
+# VGG16's 528 MiB: TFLite's converter +4.3 GiB, the ONNX export +0.9 GiB).
+WRITER_MEMORY = {"tflite": 9, "onnx": 2}
+# Which options each format takes (see :func:`check_options`).
+FORMAT_OPTIONS = {"opset": "onnx", "nchw_inputs": "onnx", "quantize": "tflite"}
+OPTION_FLAGS = {"opset": "--opset", "nchw_inputs": "--nchw", "quantize": "--quantize"}
 
 
 def is_directory_path(path):
@@ -162,6 +175,23 @@ def _write_problem(err):
     return next((problem for problem in WRITE_PROBLEMS.values() if problem in str(err)), None)
 
 
+def check_options(fmt, path, **options):
+    """Refuse options the output format does not take, before any work."""
+    for key, value in options.items():
+        if value in (None, False):
+            continue
+        if FORMAT_OPTIONS[key] != fmt:
+            raise ConversionError(f"{OPTION_FLAGS[key]} applies to .{FORMAT_OPTIONS[key]} outputs", file=path)
+    if options.get("quantize") not in (None, *QUANTIZE):
+        raise ConversionError(f"--quantize takes {' or '.join(QUANTIZE)}", file=path)
+    if options.get("opset") is not None:
+        from .export_onnx import OPSETS
+
+        if options["opset"] not in OPSETS:
+            raise ConversionError(f"--opset {options['opset']}: the ONNX export writes opsets "
+                                  f"{OPSETS.start} to {OPSETS.stop - 1}", file=path)
+
+
 def _require_tf2onnx(path):
     try:
         import tf2onnx  # noqa: F401
@@ -217,29 +247,88 @@ def input_signature(model):
     return [tf.TensorSpec((None, *inp.shape[1:]), inp.dtype or tf.float32, name=inp.name) for inp in model.inputs]
 
 
+def named_outputs(model, inputs):
+    """``model`` called on ``inputs`` (one tensor per input), as ``{output name: tensor}``."""
+    outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    return dict(zip(model.output_names, outputs if isinstance(outputs, (list, tuple)) else [outputs]))
+
+
 def write_savedmodel(model, directory):
-    """A SavedModel whose ``serve`` endpoint (also ``serving_default``) takes one tensor per input."""
+    """A SavedModel whose ``serve`` endpoint (also ``serving_default``) takes one tensor per input
+    and gives ``{Caffe blob: tensor}``; ``assets.extra`` holds what :func:`runtime.describe` says."""
     import keras
+
+    from . import runtime
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda *xs: model(list(xs), training=False), input_signature=input_signature(model))
+    archive.add_endpoint("serve", lambda *xs: named_outputs(model, xs), input_signature=input_signature(model))
     archive.write_out(str(directory), verbose=False)
+    extra = Path(directory) / runtime.SAVEDMODEL_METADATA
+    extra.parent.mkdir(exist_ok=True)
+    extra.write_text(json.dumps(runtime.describe(model)))
 
 
-def tflite_bytes(model):
+def tflite_bytes(model, quantize=None):
+    """The TFLite flatbuffer of ``model``: signature ``serving_default`` with the Caffe blob names,
+    weights quantized to float16 or dynamic-range int8 when asked, and :func:`runtime.describe`'s
+    record in the model's metadata."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="caffe2keras-tflite-") as tmp:
         write_savedmodel(model, tmp)
-        return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+        # The converter's own metadata costs a copy of the model in flatbuffer objects; ours
+        # below costs the same once.
+        converter.exclude_conversion_metadata = True
+        data = converter.convert()
+    return _with_tflite_metadata(data, model)
 
 
-def onnx_bytes(model):
-    import tf2onnx
+def _with_tflite_metadata(data, model):
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
 
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=input_signature(model), opset=ONNX_OPSET)
-    return proto.SerializeToString()
+    from . import runtime
+
+    tree = flatbuffer_utils.convert_bytearray_to_object(data)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(runtime.describe(model)).encode(), np.uint8)
+    tree.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = runtime.METADATA_NAME, len(tree.buffers) - 1
+    tree.metadata = [*(tree.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
+def write_onnx(model, path, opset=None, nchw_inputs=False):
+    from . import export_onnx, runtime
+
+    export_onnx.write(model, path, opset=opset, nchw_inputs=nchw_inputs,
+                      metadata={**runtime.describe(model), "nchw_inputs": bool(nchw_inputs)})
+
+
+def quantization_error(model, path, seed=0):
+    """How far the TFLite file at ``path`` is from ``model``, on one seeded input (pixels 0-255
+    when preprocessing is baked in, else standard normal): ``{output: {max_abs, max_rel}}``,
+    max_rel being max_abs / max(1, max|float output|)."""
+    from . import preprocess, runtime
+
+    rng = np.random.default_rng(seed)
+    pixels = preprocess.find(model) is not None
+    arrays = [(rng.uniform(0, 255, (1, *t.shape[1:])) if pixels else rng.standard_normal((1, *t.shape[1:])))
+              .astype(np.float32) for t in model.inputs]
+    expected = runtime.KerasRunner.of(model)(arrays)
+    got = runtime.load(path)(arrays)
+    errors = {}
+    for name, want, have in zip(model.output_names, expected, got):
+        err = float(np.max(np.abs(np.asarray(have, np.float64) - want))) if want.size else 0.0
+        errors[name] = {"max_abs": err, "max_rel": err / max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)}
+    return errors
 
 
 @contextlib.contextmanager
@@ -278,17 +367,23 @@ def _zero_copy_variables():
         private_backend.convert_to_numpy = original
 
 
-def _write(model, tmp, fmt):
+def _write(model, tmp, fmt, **options):
     if fmt in ("keras", "h5"):
         with _zero_copy_variables():
             if fmt == "h5":
                 _save_h5(model, tmp)
             else:
                 model.save(tmp)
+    elif keras_backend() != "tensorflow":
+        _write_through_tensorflow(model, tmp, fmt, options)
     elif fmt == SAVEDMODEL:
         write_savedmodel(model, tmp)
+    elif fmt == "onnx":
+        check_memory(model, fmt)
+        write_onnx(model, tmp, **options)
     else:
-        data = tflite_bytes(model) if fmt == "tflite" else onnx_bytes(model)
+        check_memory(model, fmt)
+        data = tflite_bytes(model, **options)
         with open(tmp, "wb") as f:
             f.write(data)
 
@@ -308,16 +403,92 @@ def _save_h5(model, path):
         save_model_to_hdf5(model, f)
 
 
-def save(model, path, force=False, inputs=()):
+def check_memory(model, fmt):
+    """Refuse, before starting, a writer that would need more memory than the system has free
+    (TFLite's converter holds many copies of the weights: killed halfway is worse)."""
+    need = WRITER_MEMORY[fmt] * weights_bytes(model)
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConversionError(f"writing .{fmt} takes about {_mib(need)} of memory ({WRITER_MEMORY[fmt]}x the "
+                              f"weights) and {_mib(free)} are free: free memory, or write .keras, .h5 or "
+                              f"{'.onnx' if fmt == 'tflite' else 'a SavedModel'}")
+
+
+def available_memory():
+    """The kernel's estimate of memory available without swapping (Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def keras_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def _write_through_tensorflow(model, tmp, fmt, options):
+    """Write a TensorFlow-only format from another Keras backend: the model goes through a
+    .keras file to a child process on the TensorFlow backend, which writes ``tmp``."""
+    package = __name__.rpartition(".")[0]
+    root = str(Path(sys.modules[package].__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory(prefix="caffe2keras-backend-") as work:
+        source = Path(work) / "model.keras"
+        model.save(source)
+        code = f"from {package}.export import tensorflow_child; tensorflow_child()"
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow",
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+               "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
+        child = subprocess.run([sys.executable, "-c", code, str(source), tmp, fmt, json.dumps(options)],
+                               env=env, capture_output=True, text=True)
+    if child.returncode:
+        lines = child.stdout.strip().splitlines()
+        report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+        if report and not report["internal"]:
+            raise ConversionError(report["error"])
+        detail = report["error"] if report else " ".join(child.stderr.split())[-300:]
+        raise RuntimeError(f"the TensorFlow process writing the .{fmt} failed: {detail}")
+
+
+def tensorflow_child():
+    """The child of :func:`_write_through_tensorflow`: argv holds the .keras source, the output,
+    the format and the options (JSON); failures are reported as JSON on stdout."""
+    import keras
+
+    from . import _lazy, depth
+    from .errors import InternalError
+
+    source, target, fmt, options = sys.argv[1:5]
+    try:
+        _lazy.register_keras_objects()
+        model = depth.call(keras.models.load_model, source, safe_mode=True, compile=False)
+        with _quiet_absl():
+            _write(model, target, fmt, **json.loads(options))
+    except ConversionError as err:
+        print(json.dumps({"error": str(err), "internal": isinstance(err, InternalError)}))
+        sys.exit(2)
+    except Exception as err:
+        print(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}", "internal": True}))
+        sys.exit(1)
+
+
+def save(model, path, force=False, inputs=(), **options):
     """Save ``model`` to ``path`` atomically; the path picks the format (see the module doc).
-    ``inputs`` are the files it was made from, which the output must not replace."""
+    ``inputs`` are the files it was made from, which the output must not replace; ``options``
+    are those of :data:`FORMAT_OPTIONS` (``opset``, ``nchw_inputs``, ``quantize``)."""
     fmt = check_output(path, force=force, inputs=inputs)
+    check_options(fmt, path, **options)
     target = Path(path)
     _check_space(model, target, path)
     with _interrupts() as interrupted, _quiet_absl(), _staged(target, path) as tmp:
         # A fresh name inside the temporary directory: Keras picks the format by the suffix.
         work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
-        _write(model, str(work), fmt)
+        _write(model, str(work), fmt, **options)
         if interrupted:  # and the KeyboardInterrupt was lost in a finaliser
             raise KeyboardInterrupt()
         publish(work, target, force=force)
@@ -353,9 +524,13 @@ def _staged(target, path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def weights_bytes(model):
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
+
+
 def _check_space(model, target, path):
     """Refuse when the file system says the weights alone will not fit."""
-    need = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
+    need = weights_bytes(model)
     try:
         stats = os.statvfs(target.parent if str(target.parent) else Path("."))
     except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)

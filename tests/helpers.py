@@ -268,3 +268,18 @@ def assert_samples(actual, stats, what):
     tol = tolerance(max(abs(stats["min"]), abs(stats["max"])))
     assert err <= tol, f"{what}: max abs error {err:.3g} at samples > tolerance {tol:.3g} (shape {shape})"
     return err
+
+
+def write_caffemodel(path, layers):
+    """A caffemodel holding ``{layer name: [blob arrays]}`` (float32, shapes as given)."""
+    from caffe2keras import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    for name, blobs in layers.items():
+        layer = net.layer.add(name=name)
+        for array in blobs:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(np.shape(array))
+            blob.data.extend(np.asarray(array, np.float32).reshape(-1).tolist())
+    Path(path).write_bytes(net.SerializeToString())
+    return path

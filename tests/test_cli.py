@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import GOLDEN, shared_path
+from helpers import write_caffemodel
 
 from caffe2keras.cli import main
 
@@ -170,14 +171,17 @@ def test_verify_a_model_cut_with_outputs(tmp_path):
     assert "prob" not in [c["name"] for c in report["comparisons"]]
 
 
-def test_verify_compares_detections_as_a_set():
+def test_verify_compares_detections_as_a_set_without_padding():
     from caffe2keras.verify import detection_rows
 
-    rows = np.array([[0, 3, 0.5, 0.1, 0.1, 0.2, 0.2], [0, 3, 0.9, 0.3, 0.3, 0.4, 0.4], [-1, 0, 0, 0, 0, 0, 0],
+    rows = np.array([[0, 3, 0.5, 0.1, 0.1, 0.2, 0.2], [0, 3, 0.9, 0.3, 0.3, 0.4, 0.4],
                      [0, 1, 0.5, 0.5, 0.5, 0.6, 0.6]], np.float32)
-    shuffled = rows[[2, 3, 0, 1]].reshape(1, 1, 4, 7)
-    np.testing.assert_array_equal(detection_rows(shuffled), detection_rows(rows.reshape(1, 1, 4, 7)))
-    assert detection_rows(rows)[-1, 0] == -1 and detection_rows(rows)[0, 1] == 1
+    caffe_padding = np.array([[0, -1, -1, -1, -1, -1, -1]] * 2, np.float32)  # the model's, as Caffe pads
+    opencv_padding = np.zeros((4, 7), np.float32)
+    mine = np.concatenate([rows, caffe_padding]).reshape(1, 1, -1, 7)
+    theirs = np.concatenate([rows[[2, 0, 1]], opencv_padding]).reshape(1, 1, -1, 7)
+    np.testing.assert_array_equal(detection_rows(mine), detection_rows(theirs))
+    assert detection_rows(mine).shape == (3, 7) and detection_rows(mine)[0, 1] == 1
 
 
 @pytest.mark.slow
@@ -192,6 +196,158 @@ def test_verify_golden_zoo_nets(net, tmp_path):
     result = run("verify", prototxt, caffemodel, model)
     assert result.exit_code == 0, result.output
     assert "all within tolerance" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["g.onnx", "g.tflite", "sm/"])
+def test_verify_an_exported_format_compares_its_outputs(converted, tmp_path, name):
+    pytest.importorskip("cv2")
+    if name.endswith(".onnx"):
+        pytest.importorskip("tf2onnx")
+        pytest.importorskip("onnxruntime")
+    from caffe2keras import export
+
+    model = keras.models.load_model(converted[0], safe_mode=True, compile=False)
+    path = export.save(model, f"{tmp_path}/{name}")
+    result = run("verify", PROTOTXT, CAFFEMODEL, path, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [c["name"] for c in report["comparisons"]] == ["prob"]
+    assert report["comparisons"][0]["max_rel"] <= 1e-4
+    assert any("keeps no per-layer values" in s for s in report["skipped"])
+
+
+def test_verify_a_model_of_another_network_or_shape_is_the_users_mistake(tmp_path):
+    """Exit 2 and one line (was: internal error, exit 1): another network's model, or the model
+    converted with another --input-shape than verify is given (the shapes disagree)."""
+    pytest.importorskip("cv2")
+    lenet, net = GOLDEN / "zoo" / "lenet", GOLDEN / "pooling_edges"
+    args = [net / "deploy.prototxt", net / "weights.caffemodel"]
+    other, resized = tmp_path / "lenet.keras", tmp_path / "pooling16x20.keras"
+    assert run(lenet / "deploy.prototxt", lenet / "weights.caffemodel", "-o", other, "-q").exit_code == 0
+    assert run(*args, "-o", resized, "--input-shape", "2,3,16,20", "-q").exit_code == 0
+    results = [run("verify", *args, other), run("verify", *args, resized)]
+    assert [r.exit_code for r in results] == [2, 2]
+    assert "was not converted from this prototxt" in results[0].output
+    assert "the shapes disagree: the model's input 'data' is (N, 16, 20, 3), the prototxt's 'data' gives (N, 17, " \
+           "17, 3)" in results[1].output
+    assert all("internal error" not in r.output and len(r.output.strip().splitlines()) == 1 for r in results)
+    assert run("verify", *args, resized, "--input-shape", "2,3,16,20").exit_code == 0
+
+
+def test_verify_detections_fewer_than_keep_top_k(tmp_path):
+    """A confidence threshold keeping fewer than keep_top_k detections: OpenCV pads with zero
+    rows, the model with Caffe's label -1 rows; the detections themselves agree."""
+    pytest.importorskip("cv2")
+    net = GOLDEN / "zoo" / "mobilenet_ssd"
+    prototxt = tmp_path / "deploy.prototxt"
+    text = (net / "deploy.prototxt").read_text()
+    assert "confidence_threshold: 0.25" in text
+    prototxt.write_text(text.replace("confidence_threshold: 0.25", "confidence_threshold: 0.6"))
+    model = tmp_path / "ssd.keras"
+    assert run(prototxt, net / "weights.caffemodel", "-o", model, "-q").exit_code == 0
+    result = run("verify", prototxt, net / "weights.caffemodel", model, "--json")
+    assert result.exit_code == 0, result.output
+    (output,) = [c for c in json.loads(result.stdout)["comparisons"] if c["kind"] == "output"]
+    count = int(output["note"].split()[0])
+    assert 10 < count < 200 and output["shape"] == [count, 7]  # keep_top_k 100 per image, 2 images
+
+
+def conv_caffemodel(path, layers, seed=0):
+    """A caffemodel for ``{layer: kernel shape}`` convolutions with random weights and biases."""
+    rng = np.random.default_rng(seed)
+    write_caffemodel(path, {name: [rng.normal(0, 0.3, shape), rng.normal(0, 0.1, shape[0])]
+                            for name, shape in layers.items()})
+
+
+FORK_NET = """
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN } data_param { batch_size: 4 }
+        transform_param { crop_size: 12 } }
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST } data_param { batch_size: 2 }
+        transform_param { crop_size: 12 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 } }
+layer { name: "dw" type: "DepthwiseConvolution" bottom: "conv" top: "dw" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "dw2" type: "ConvolutionDepthwise" bottom: "dw" top: "dw2" convolution_param { num_output: 6 kernel_size: 3 } }
+layer { name: "clip" type: "Clip" bottom: "dw2" top: "clip" clip_param { min: -0.5 max: 0.5 } }
+layer { name: "after" type: "Convolution" bottom: "clip" top: "after" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "after" bottom: "label" top: "loss" }
+"""
+
+
+def test_verify_hands_opencv_the_network_as_converted(tmp_path):
+    """A train/val net (TRAIN and TEST data layers, a loss) with the fork's DepthwiseConvolution:
+    OpenCV gets the TEST net with inputs and grouped convolutions; a type OpenCV lacks (Clip)
+    is left out with what follows it, the rest compared (was: OpenCV cannot load it)."""
+    pytest.importorskip("cv2")
+    prototxt = tmp_path / "train_val.prototxt"
+    prototxt.write_text(FORK_NET)
+    weights = tmp_path / "w.caffemodel"
+    conv_caffemodel(weights, {"conv": (6, 3, 3, 3), "dw": (6, 1, 3, 3), "dw2": (6, 1, 3, 3), "after": (2, 6, 1, 1)})
+    model = tmp_path / "m.keras"
+    assert run(prototxt, weights, "-o", model, "--input-shape", "data=2,3,12,12", "-q").exit_code == 0
+    result = run("verify", prototxt, weights, model, "--input-shape", "data=2,3,12,12", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [c["name"] for c in report["comparisons"] if c["kind"] == "layer"] == ["conv", "dw", "dw2"]
+    assert all(c["max_rel"] <= 1e-4 for c in report["comparisons"])
+    assert "layer clip: OpenCV has no 'Clip' layer (nor the 1 layer(s) after it)" in report["skipped"]
+
+
+def test_verify_runs_py_faster_rcnn_with_opencvs_proposal_layer(tmp_path):
+    """py-faster-rcnn's Python proposal layer becomes OpenCV's Proposal; the rows after it are
+    compared in the order of the proposals, the padding left out."""
+    pytest.importorskip("cv2")
+    from oracle import random_caffemodel
+
+    prototxt = GOLDEN.parent / "rcnn" / "faster_rcnn_zf_reduced.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    random_caffemodel(prototxt, weights, seed=1)
+    model = tmp_path / "frcnn.keras"
+    assert run(prototxt, weights, "-o", model, "-q").exit_code == 0
+    result = run("verify", prototxt, weights, model, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    outputs = {c["name"]: c for c in report["comparisons"] if c["kind"] == "output"}
+    assert set(outputs) == {"bbox_pred", "cls_prob"}
+    rows = outputs["cls_prob"]["shape"][0]
+    assert 50 < rows < 300 and outputs["bbox_pred"]["shape"] == [rows, 84]
+
+
+WINOGRAD_NET = """
+input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 32 kernel_size: 3 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 32 kernel_size: 3 } }
+"""
+
+
+def test_verify_turns_off_opencvs_winograd_convolution(tmp_path, monkeypatch):
+    """A 3x3 convolution of large, nearly constant activations into small ones (as after an SSD
+    Normalize on a photo): OpenCV's Winograd algorithm adds an error of its own beyond the
+    tolerance; verify runs OpenCV without it and passes."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    conv2 = rng.normal(0, 0.1, (32, 32, 3, 3))
+    weights, prototxt, model = tmp_path / "w.caffemodel", tmp_path / "net.prototxt", tmp_path / "m.keras"
+    write_caffemodel(weights, {"conv1": [rng.normal(0, 0.01, (32, 3, 3, 3)), np.full(32, 100.0)],
+                               "conv2": [conv2 - conv2.mean(axis=(1, 2, 3), keepdims=True), np.zeros(32)]})
+    prototxt.write_text(WINOGRAD_NET)
+    assert run(prototxt, weights, "-o", model, "-q").exit_code == 0
+    result = run("verify", prototxt, weights, model)
+    assert result.exit_code == 0, result.output
+
+    class WinogradOn:  # negative control: OpenCV as verify used to run it
+        def __init__(self, net):
+            self.net = net
+
+        def enableWinograd(self, on):
+            self.net.enableWinograd(True)
+
+        def __getattr__(self, name):
+            return getattr(self.net, name)
+
+    read = cv2.dnn.readNetFromCaffe
+    monkeypatch.setattr(cv2.dnn, "readNetFromCaffe", lambda *a: WinogradOn(read(*a)))
+    result = run("verify", prototxt, weights, model)
+    assert result.exit_code == 1 and "first: conv2" in result.stdout
 
 
 def test_verify_without_opencv_says_which_extra_to_install(converted, monkeypatch):

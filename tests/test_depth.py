@@ -57,7 +57,7 @@ def convert_and_load(tmp_path, layers):
         path = tmp_path / f"chain{suffix}"
         result = CliRunner().invoke(main, [str(prototxt), str(caffemodel), "-o", str(path), "-q"])
         assert result.exit_code == 0, result.output
-        model = load_model(path)
+        model = load_model(path).model  # the Keras model of the runner
         assert len(model.layers) == layers + 2  # and the input, and the blob table
         outputs.append(np.asarray(model(x)))
     np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -1,19 +1,28 @@
 """Every export format of the GoogLeNet golden replica reproduces real Caffe in its own runtime:
 SavedModel through ``tf.saved_model.load``, TFLite through the TFLite interpreter, ONNX through
-onnxruntime, .keras/.h5 through a safe-mode reload. And writing is atomic.
+onnxruntime, .keras/.h5 through a safe-mode reload; inputs and outputs carry the Caffe blob names.
+The options of the exported formats (ONNX opset and NCHW inputs, TFLite quantization) through the
+command line. And writing is atomic.
 """
 
+import json
 import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import GOLDEN
 from helpers import assert_close, build
 
 from caffe2keras import export
+from caffe2keras.cli import main
 from caffe2keras.errors import ConversionError
 
 NET = GOLDEN / "zoo" / "bvlc_googlenet"
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -56,35 +65,28 @@ def test_keras_files_reload_in_safe_mode(googlenet, outdir, suffix):
     check(loaded(x, training=False), model, x, prob, suffix)
 
 
-def test_savedmodel_serves_caffe_outputs(googlenet, outdir):
+def test_savedmodel_serves_caffe_outputs_by_blob_name(googlenet, outdir):
     import tensorflow as tf
 
     model, x, prob = googlenet
     path = export.save(model, f"{outdir}/savedmodel/")
     assert (path / "saved_model.pb").is_file()
     loaded = tf.saved_model.load(str(path))
-    check(loaded.serve(tf.constant(x)), model, x, prob, "SavedModel serve")
-    # The serving signature, as TF Serving calls it, takes the input by its Caffe name.
+    check(loaded.serve(tf.constant(x))["prob"], model, x, prob, "SavedModel serve")
+    # The serving signature, as TF Serving calls it, takes the input and gives the output by
+    # their Caffe names.
     signature = loaded.signatures["serving_default"]
-    (out,) = signature(data=tf.constant(x)).values()
-    check(out, model, x, prob, "SavedModel serving_default")
-
-
-def tflite_interpreter(path):
-    """LiteRT's interpreter where installed, else TensorFlow's own (deprecated, same runtime)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path))
+    outputs = signature(data=tf.constant(x))
+    assert list(outputs) == ["prob"]
+    check(outputs["prob"], model, x, prob, "SavedModel serving_default")
 
 
 def test_tflite_interpreter_reproduces_caffe(googlenet, outdir):
+    from caffe2keras.runtime import tflite_interpreter
+
     model, x, prob = googlenet
     path = export.save(model, outdir / "g.tflite")
-    interpreter = tflite_interpreter(path)
+    interpreter = tflite_interpreter(path.read_bytes())
     (inp,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(inp["index"], x.shape)
     interpreter.allocate_tensors()
@@ -92,18 +94,164 @@ def test_tflite_interpreter_reproduces_caffe(googlenet, outdir):
     interpreter.invoke()
     (out,) = interpreter.get_output_details()
     check(interpreter.get_tensor(out["index"]), model, x, prob, "TFLite")
+    # The signature names the input and the output after the Caffe blobs.
+    runner = interpreter.get_signature_runner("serving_default")
+    assert list(runner.get_input_details()) == ["data"] and list(runner.get_output_details()) == ["prob"]
+    check(runner(data=x)["prob"], model, x, prob, "TFLite signature")
 
 
 def test_onnxruntime_reproduces_caffe(googlenet, outdir):
     pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
     ort = pytest.importorskip("onnxruntime")
+    import onnx
+
     model, x, prob = googlenet
     path = export.save(model, outdir / "g.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.name == "data"
+    assert inp.name == "data" and inp.shape == ["batch", 224, 224, 3]
+    assert [o.name for o in session.get_outputs()] == ["prob"] and session.get_outputs()[0].shape == ["batch", 125]
     (out,) = session.run(None, {"data": x})
     check(out, model, x, prob, "ONNX")
+    # The weights are initializers named after the Keras variables, laid out as ONNX takes them:
+    # no Transpose or Reshape of a weight is left to run.
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    initializers = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    assert initializers["loss3_classifier/kernel"] == (1024 // 8, 125)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            assert node.input[1] in initializers and node.input[1] not in producers
+    assert len(proto.graph.initializer) >= len(model.weights) - 1
+
+
+def test_onnx_writes_no_weight_through_tf2onnx(tiny, tmp_path, monkeypatch):
+    """tf2onnx sees the graph with the weights as inputs: what it hands back holds none of them
+    (its own optimizer passes copy every constant they meet, VGG16's 528 MB into 23 GB)."""
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    from caffe2keras import export_onnx
+
+    seen = []
+    convert = export_onnx._convert
+
+    def spy(*args, **kwargs):
+        proto, names = convert(*args, **kwargs)
+        seen.append(max((t.ByteSize() for t in proto.graph.initializer), default=0))
+        return proto, names
+
+    monkeypatch.setattr(export_onnx, "_convert", spy)
+    export.save(tiny, tmp_path / "t.onnx")
+    kernel_bytes = 4 * 4 * 3 * 2 * 4
+    assert seen and seen[0] < kernel_bytes
+
+
+def test_onnx_of_a_two_stage_detector(tmp_path):
+    """Faster R-CNN's proposal layer holds an NMS loop: the loop's condition compares with a
+    scalar constant, which must stay a scalar in the file (onnxruntime refuses a vector)."""
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    pytest.importorskip("onnxruntime")
+    from oracle import random_caffemodel
+
+    from caffe2keras import runtime
+
+    prototxt = GOLDEN.parent / "rcnn" / "faster_rcnn_zf_reduced.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    random_caffemodel(prototxt, weights, seed=1)
+    model = build(prototxt, weights).model
+    path = export.save(model, tmp_path / "frcnn.onnx")
+    rng = np.random.default_rng(0)
+    feeds = {"data": rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32),
+             "im_info": np.array([[224, 224, 0.01]], np.float32)}
+    onnx_model = runtime.load(path)
+    got = dict(zip(onnx_model.output_names, onnx_model([feeds[p.name] for p in onnx_model.inputs])))
+    want = dict(zip(model.output_names, model([feeds[t.name] for t in model.inputs], training=False)))
+    assert sorted(got) == ["bbox_pred", "cls_prob"]
+    for name, value in want.items():
+        assert_close(got[name], np.asarray(value), f"ONNX {name}")
+
+
+@pytest.mark.parametrize("name, factor", [("m.tflite", 9), ("m.onnx", 2)])
+def test_an_export_that_would_run_out_of_memory_is_refused_first(googlenet, tmp_path, monkeypatch, name, factor):
+    """TFLite's converter holds about nine copies of the weights: with less memory free than
+    that, one line says so before the converter starts (not a kill halfway)."""
+    if name.endswith(".onnx"):
+        pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    model, _, _ = googlenet
+    need = factor * export.weights_bytes(model)
+    monkeypatch.setattr(export, "available_memory", lambda: need - 1)
+    with pytest.raises(ConversionError, match=rf"writing \.{name[2:]} takes about .* of memory \({factor}x the weights\)"):
+        export.save(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export, "available_memory", lambda: need + 1)
+    if name.endswith(".tflite"):
+        assert export.save(model, tmp_path / name).is_file()
+
+
+def onnx_run(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, session.run(None, {session.get_inputs()[0].name: x})
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_cli_onnx_opset_and_nchw_inputs(googlenet, tmp_path, opset):
+    """--opset writes that opset; --nchw takes Caffe's (N, C, H, W) input, the batch named."""
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    model, x, prob = googlenet
+    path = tmp_path / "g.onnx"
+    result = cli(NET / "deploy.prototxt", NET / "weights.caffemodel", "-o", path, "--opset", opset, "--nchw", "-q")
+    assert result.exit_code == 0, result.output
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    session, (out,) = onnx_run(path, x.transpose(0, 3, 1, 2).copy())
+    assert session.get_inputs()[0].shape == ["batch", 3, 224, 224]
+    check(out, model, x, prob, f"ONNX opset {opset}, NCHW input")
+
+
+@pytest.mark.parametrize("mode, stored", [("float16", np.float16), ("dynamic", np.int8)])
+def test_cli_tflite_quantization_reports_its_error(googlenet, outdir, tmp_path, mode, stored):
+    """--quantize float16 / dynamic: weights stored as float16 / int8, a smaller file; the
+    summary gives its error against the float model, which is what running it shows."""
+    from caffe2keras.runtime import load, tflite_interpreter
+
+    from caffe2keras.cli import summary
+
+    model, x, _ = googlenet
+    plain, quantized = outdir / "plain.tflite", tmp_path / f"{mode}.tflite"
+    if not plain.exists():
+        export.save(model, plain)
+    result = cli(NET / "deploy.prototxt", NET / "weights.caffemodel", "-o", quantized, "--quantize", mode, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["export_options"] == {"quantize": mode}
+    reported = record["quantization_error"]["prob"]
+    assert quantized.stat().st_size < 0.7 * plain.stat().st_size
+    details = tflite_interpreter(quantized.read_bytes()).get_tensor_details()
+    assert any(d["dtype"] == stored for d in details)
+    assert not any(d["dtype"] == stored for d in tflite_interpreter(plain.read_bytes()).get_tensor_details())
+    got = load(quantized)([x])[0]
+    want = np.asarray(model(x, training=False))
+    error = float(np.max(np.abs(got - want)))
+    assert 0 < error < 0.05 and 0 < reported["max_abs"] < 0.05
+    assert reported["max_rel"] == pytest.approx(reported["max_abs"] / max(1.0, float(np.abs(want).max())), rel=0.5)
+    assert f"quantized ({mode}): max |TFLite - Keras| {reported['max_abs']:.3g}" in summary(record)
+
+
+@pytest.mark.parametrize("suffix, option, message", [
+    (".keras", ["--opset", "13"], "--opset applies to .onnx outputs"),
+    (".tflite", ["--nchw"], "--nchw applies to .onnx outputs"),
+    (".onnx", ["--quantize", "float16"], "--quantize applies to .tflite outputs"),
+    (".onnx", ["--opset", "9"], "writes opsets 13 to 18"),
+])
+def test_cli_export_options_of_another_format_are_refused_first(tmp_path, suffix, option, message):
+    out = tmp_path / f"m{suffix}"
+    result = cli(NET / "deploy.prototxt", NET / "weights.caffemodel", "-o", out, *option)
+    assert result.exit_code == 2 and message in result.output
+    assert not out.exists()
 
 
 JAX_RUNNER = """
@@ -254,16 +402,17 @@ def test_force_replaces_a_savedmodel_directory_whole(tiny, tmp_path, monkeypatch
 RACER = """
 import os, sys, time
 from pathlib import Path
-import caffe2keras  # TensorFlow's import is the slow, variable part: wait for the others after it
 from caffe2keras import export
+from caffe2keras._quiet import import_keras
+import_keras()  # TensorFlow's import is the slow, variable part: wait for the others after it
 barrier, count = Path(sys.argv[1]), int(sys.argv[2])
 (barrier / str(os.getpid())).touch()
 while len(list(barrier.iterdir())) < count:
     time.sleep(0.005)
 write = export._write
 
-def write_slowly(*args):  # every run is past the up-front check before any run publishes
-    write(*args)
+def write_slowly(*args, **options):  # every run is past the up-front check before any run publishes
+    write(*args, **options)
     time.sleep(1)
 
 export._write = write_slowly

@@ -6,21 +6,7 @@ the Caffe source (``src/caffe/layers/<type>_layer.cpp``) step by step.
 
 import numpy as np
 import pytest
-from helpers import assert_close, blob_values, build
-
-from caffe2keras import caffe_pb2
-
-
-def write_caffemodel(path, layers):
-    net = caffe_pb2.NetParameter()
-    for name, blobs in layers.items():
-        layer = net.layer.add(name=name)
-        for array in blobs:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(array.shape)
-            blob.data.extend(np.asarray(array, np.float32).reshape(-1).tolist())
-    path.write_bytes(net.SerializeToString())
-    return path
+from helpers import assert_close, blob_values, build, write_caffemodel
 
 
 def run(tmp_path, prototxt, inputs, weights=None, input_shapes=None):

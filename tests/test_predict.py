@@ -7,7 +7,9 @@ must not preprocess again. The open_nsfw-style flow: convert with ``--mean 104,1
 --rgb-input``, predict a PNG, same probabilities as Caffe's computation on the same pixels.
 """
 
+import json
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -166,12 +168,12 @@ def test_open_nsfw_flow_exact_options_on_the_logits(tmp_path):
     options = {"mean": [104, 117, 123], "rgb_input": True}
     build(NET / "deploy.prototxt", NET / "weights.caffemodel", outputs=["loss3/classifier"], preprocessing=options).model.save(path)
     rgb = pixels(224, 224, seed=3)
-    predictions, notes = predict(path, write_png(tmp_path / "x.png", rgb), k=125)
-    assert notes == []
+    (ranking,), notes = predict(path, write_png(tmp_path / "x.png", rgb), k=125)
+    assert notes == [] and not ranking.probabilities  # logits are scores
     want = np.asarray(cut(caffe_input(rgb, BGR_MEAN, 1.0)[None], training=False))[0]
     got = np.zeros(125)
-    for p in predictions:
-        got[p.index] = p.probability
+    for p in ranking.predictions:
+        got[p.index] = p.score
     assert_close(got, want, "predict scores")
     unswapped = np.asarray(cut(((rgb.astype(np.float32) - BGR_MEAN))[None], training=False))[0]
     assert np.max(np.abs(unswapped - want)) > 1e-2 * np.max(np.abs(want))
@@ -190,3 +192,117 @@ def test_predict_without_baked_preprocessing_says_so(plain, tmp_path):
 def test_rgb_input_on_grey_model_is_refused():
     with pytest.raises(ConversionError, match="3-channel"):
         preprocess.make_layer((None, 28, 28, 1), rgb_input=True)
+
+
+def predict_cli(*args):
+    return CliRunner().invoke(main, ["predict", *(str(a) for a in args)])
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory):
+    """GoogLeNet converted by the CLI with two outputs, the logits and the softmax, preprocessing
+    baked in: (model path, an image, Caffe's logits and probabilities for it)."""
+    tmp = tmp_path_factory.mktemp("two_outputs")
+    model = tmp / "two.keras"
+    result = CliRunner().invoke(main, [str(NET / "deploy.prototxt"), str(NET / "weights.caffemodel"), "-o", str(model),
+                                       "--outputs", "loss3/classifier,prob", "--mean", "104,117,123", "--rgb-input",
+                                       "--scale", "0.017", "-q"])
+    assert result.exit_code == 0, result.output
+    rgb = pixels(224, 224, seed=11)
+    image = write_png(tmp / "x.png", rgb)
+    cut = build(NET / "deploy.prototxt", NET / "weights.caffemodel", outputs=["loss3/classifier", "prob"]).model
+    logits, prob = (np.asarray(v)[0] for v in cut(caffe_input(rgb, BGR_MEAN, 0.017)[None], training=False))
+    return model, image, logits, prob
+
+
+def test_predict_ranks_the_softmax_output_and_says_which(two_outputs):
+    model, image, _, prob = two_outputs
+    result = predict_cli(model, image, "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert "note: ranking output 'prob' (the softmax output) of loss3_classifier, prob" in result.stderr
+    assert result.stdout.splitlines()[0].split()[:2] == ["rank", "probability"]
+    rows = parse_table(result.stdout)
+    assert [r[0] for r in rows] == list(np.argsort(-prob)[:3])
+    for index, value, _ in rows:
+        assert value == pytest.approx(prob[index], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("spelling", ["loss3/classifier", "loss3_classifier"])
+def test_predict_output_by_caffe_blob_name_gives_scores(two_outputs, spelling):
+    """--output names a Caffe blob (its Caffe or Keras spelling); logits are called scores."""
+    model, image, logits, _ = two_outputs
+    result = predict_cli(model, image, "--top", "3", "--output", spelling, "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert [p["index"] for p in found] == list(np.argsort(-logits)[:3])
+    assert all("score" in p and "probability" not in p for p in found)
+    assert_close(np.array([p["score"] for p in found]), logits[[p["index"] for p in found]], "logits")
+    assert "note: ranking" not in result.stderr
+
+
+def test_predict_unknown_output_lists_the_outputs(two_outputs):
+    model, image, _, _ = two_outputs
+    result = predict_cli(model, image, "--output", "keras_tensor_159")
+    assert result.exit_code == 2
+    assert "has no output 'keras_tensor_159' (outputs: loss3_classifier, prob)" in result.output
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The GoogLeNet replica with RGB input, mean and scale baked in, in every format."""
+    tmp = tmp_path_factory.mktemp("exported")
+    from caffe2keras import export
+
+    model = build(NET / "deploy.prototxt", NET / "weights.caffemodel",
+                  preprocessing={"mean": [104, 117, 123], "scale": 0.017, "rgb_input": True}).model
+    paths = {}
+    for name in ("m.keras", "m.tflite", "m.onnx", "sm/"):
+        if name.endswith(".onnx"):
+            pytest.importorskip("tf2onnx")
+            pytest.importorskip("onnxruntime")
+        paths[name] = export.save(model, f"{tmp}/{name}")
+    return paths
+
+
+@pytest.mark.parametrize("name", ["m.tflite", "m.onnx", "sm/"])
+def test_predict_any_exported_format_gives_the_keras_table(exported, tmp_path, name):
+    """The exported files remember the baked preprocessing (RGB input): same classes, same
+    probabilities as the .keras file."""
+    image = write_png(tmp_path / "x.png", pixels(240, 300, seed=4))
+    want = predict_cli(exported["m.keras"], image, "--top", "5", "--json")
+    got = predict_cli(exported[name], image, "--top", "5", "--json")
+    assert want.exit_code == 0 and got.exit_code == 0, got.output
+    assert "no baked preprocessing" not in got.stderr
+    want, got = json.loads(want.stdout), json.loads(got.stdout)
+    assert [p["index"] for p in got] == [p["index"] for p in want]
+    assert_close(np.array([p["probability"] for p in got]), np.array([p["probability"] for p in want]), name)
+
+
+def test_predict_a_folder_in_batches(exported, tmp_path, monkeypatch):
+    """A folder: every image (others skipped), in one compiled call per batch, one entry each;
+    the same numbers as one image at a time; an image that cannot be decoded is named."""
+    import keras
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        write_png(folder / f"im{i}.png", pixels(200 + 20 * i, 260, seed=20 + i))
+    (folder / "readme.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    calls = []
+    batch_call = keras.Model.predict_on_batch
+    monkeypatch.setattr(keras.Model, "predict_on_batch", lambda self, x: calls.append(len(x)) or batch_call(self, x))
+    result = predict_cli(exported["m.keras"], folder, "--top", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert calls == [3]
+    entries = json.loads(result.stdout)
+    assert [Path(e["image"]).name for e in entries] == ["broken.png", "im0.png", "im1.png", "im2.png"]
+    assert "cannot be decoded as an image" in entries[0]["error"]
+    for entry in entries[1:]:
+        alone = json.loads(predict_cli(exported["m.keras"], entry["image"], "--top", "2", "--json").stdout)
+        assert [p["index"] for p in entry["predictions"]] == [p["index"] for p in alone]
+        assert_close(np.array([p["probability"] for p in entry["predictions"]]),
+                     np.array([p["probability"] for p in alone]), "batched")
+    table = predict_cli(exported["m.keras"], folder, "--top", "2")
+    assert table.exit_code == 0 and f"{folder / 'im1.png'}:" in table.stdout
+    assert len(parse_table(table.stdout)) == 6

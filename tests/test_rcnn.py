@@ -25,6 +25,9 @@ from oracle import random_caffemodel
 
 from caffe2keras import caffe_pb2, prototxt, rcnn_layers
 from caffe2keras.errors import ConversionError
+# Equal RPN scores: OpenCV orders them its own way (py-faster-rcnn by numpy's unstable sort), the
+# converter by anchor; verify lines the rows up the same way.
+from caffe2keras.verify import tie_order
 
 cv2 = pytest.importorskip("cv2")
 
@@ -331,19 +334,6 @@ def opencv_prototxt(text):
     out, count = re.subn(r"""type: ["']Python["'](.*?)python_param \{.*?\n\s*\}""", proposal, text, flags=re.DOTALL)
     assert count == 1
     return out
-
-
-def tie_order(rois, scores):
-    """Row order putting each run of equal scores in coordinate order: OpenCV orders equal RPN
-    scores its own way (py-faster-rcnn by numpy's unstable sort), the converter by anchor."""
-    order = np.arange(len(rois))
-    start = 0
-    for end in range(1, len(rois) + 1):
-        if end == len(rois) or scores[end] != scores[start]:
-            run = order[start:end]
-            order[start:end] = run[np.lexsort(rois[run].T[::-1])]
-            start = end
-    return order
 
 
 # OpenCV's Proposal skips py-faster-rcnn's min-size filter: a tiny im_info scale (min size 0.16

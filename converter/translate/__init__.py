@@ -14,10 +14,10 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 
-from .. import blobtable, naming, preprocess
+from .. import naming
+from .._lazy import blobtable, keras, preprocess
 from ..errors import ConversionError, InternalError
 from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
 from ..shapes import legacy_shape

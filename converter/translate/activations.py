@@ -3,10 +3,9 @@
 They work in whatever layout their bottom has, so they never cause a transpose.
 """
 
-import keras
 import numpy as np
 
-from .. import layers
+from .._lazy import keras, layers
 from ..layout import NHWC
 from . import translator
 

@@ -1,9 +1,9 @@
 """Layers with learned weights: Convolution, Deconvolution, InnerProduct, Embed."""
 
-import keras
 import numpy as np
 
-from .. import layers, weights
+from .. import weights
+from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC
 from ..shapes import conv_geometry
 from . import translator

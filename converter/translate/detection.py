@@ -4,7 +4,7 @@ class-agnostic NMS), each giving a fixed number of rows padded like Caffe's no-d
 
 import math
 
-from .. import layers
+from .._lazy import layers
 from ..layout import CAFFE
 from ..shapes import detection_rows, legacy_shape, prior_aspect_ratios
 from . import translator

@@ -7,10 +7,9 @@ two-stage detectors' layers in :mod:`.rcnn`; ROIAlign is refused here with a rem
 :func:`~caffe2keras.shapes.refusal`).
 """
 
-import keras
 import numpy as np
 
-from .. import layers
+from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, Tensor
 from ..shapes import NOT_CONVERTIBLE, interp_size, nearest_scale, pool_geometry, refusal, upsample_size
 from . import translator

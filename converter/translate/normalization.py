@@ -1,9 +1,9 @@
 """Normalisation and affine layers: BatchNorm, Scale, Bias, MVN."""
 
-import keras
 import numpy as np
 
-from .. import layers, weights
+from .. import weights
+from .._lazy import layers
 from ..shapes import canonical_axis
 from . import translator
 

@@ -5,10 +5,9 @@ Axes are Caffe's; each translator maps them to the Keras tensor's layout, and as
 own order only where the operation depends on memory order (Flatten, Reshape, Permute).
 """
 
-import keras
 import numpy as np
 
-from .. import layers
+from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical
 from ..shapes import canonical_axis, permute_order, slice_points
 from . import translator

@@ -1,8 +1,6 @@
 """Spatial layers without weights: Pooling and LRN."""
 
-import keras
-
-from .. import layers
+from .._lazy import keras, layers
 from ..shapes import pool_geometry
 from . import translator
 from .core import same_is_caffe
