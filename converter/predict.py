@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import depth
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 
 @dataclass
@@ -36,7 +36,7 @@ def load_model(path):
     try:
         return depth.call(keras.models.load_model, path, safe_mode=True, compile=False)
     except (OSError, ValueError, TypeError) as err:
-        raise ConversionError(f"cannot be loaded as a Keras model ({' '.join(str(err).split())[:200]})", file=path) from None
+        raise ConversionError(f"cannot be loaded as a Keras model ({clip(err)})", file=path) from None
 
 
 def image_input(model):
@@ -60,7 +60,7 @@ def decode_image(path, channels):
     try:
         image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
     except (tf.errors.InvalidArgumentError, ValueError) as err:
-        raise ConversionError(f"cannot be decoded as an image ({' '.join(str(err).split())[:200]})", file=path) from None
+        raise ConversionError(f"cannot be decoded as an image ({clip(err)})", file=path) from None
     return tf.cast(image, tf.float32)
 
 

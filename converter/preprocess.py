@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import filetype
 from .errors import ConversionError
 from .layers import ShapePreserving, register
 
@@ -87,6 +88,10 @@ def load_mean_image(path):
         array = _map_npy(path)
     else:
         from .schema import caffe_pb2
+
+        problem = filetype.wrong_file(path, "mean file")
+        if problem:
+            raise ConversionError(problem, file=path)
 
         blob = caffe_pb2.BlobProto()
         try:

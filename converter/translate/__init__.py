@@ -207,7 +207,5 @@ def build_model(graph, weights=None, preprocessing=None):
         else:
             outputs.append(keras.layers.Identity(name=names.outputs[i])(values[bid].value))
 
-    if weights is not None:
-        weights.warn_unused()
     model = keras.Model(inputs=inputs, outputs=outputs, name=names.model)
     return Conversion(model=model, graph=graph, tensors=values, names=names)
