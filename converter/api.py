@@ -29,6 +29,8 @@ from .errors import ConversionError, ConversionWarning, InternalError, clip
 
 # How many layer names an error message lists before summarising.
 SHOWN_NAMES = 20
+# How a free dimension of an input shape is written.
+FREE_DIM_TEXT = ("?", "-1")
 # Keras styles its exception text for terminals.
 ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -49,7 +51,8 @@ def parse_input_shapes(value):
     """Input shapes as ``{name or None: shape}``, None naming the only input.
 
     Takes what ``--input-shape`` takes, ``[NAME=]N,C,H,W`` (one string or a list of them), a
-    ``{name: shape}`` dict, or a plain shape tuple for a network of one input."""
+    ``{name: shape}`` dict, or a plain shape tuple for a network of one input. A height or width
+    given as ``?`` or -1 (None in a tuple) is free: the model takes any size there."""
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -360,7 +363,7 @@ def _is_numbers(text):
 
 def _is_shape(value):
     return isinstance(value, (tuple, list)) and bool(value) and all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value)
+        d is None or (isinstance(d, numbers.Real) and not isinstance(d, bool)) for d in value)
 
 
 def _text(shape):
@@ -368,19 +371,28 @@ def _text(shape):
 
 
 def _shape(dims, spec):
-    """One shape from ``"1,3,224,224"`` (``x`` also separates) or a sequence of whole numbers."""
+    """One shape from ``"1,3,224,224"`` (``x`` also separates) or a sequence of whole numbers;
+    ``?`` or -1 (None in a sequence) leaves a height or width free until the model runs."""
     try:
-        if isinstance(dims, str):
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
-        else:
-            shape = tuple(int(d) for d in dims if not isinstance(d, bool) and d == int(d))
-            if len(shape) != len(dims):
-                raise ValueError
+        parts = dims.replace("x", ",").split(",") if isinstance(dims, str) else list(dims)
+        shape = tuple(_dim(d) for d in parts)
     except (TypeError, ValueError):
-        raise ConversionError(f"input shape '{spec}': expected [NAME=]N,C,H,W with integers") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ConversionError(f"input shape '{spec}': dimensions must be positive")
+        raise ConversionError(f"input shape '{spec}': expected [NAME=]N,C,H,W with integers "
+                              f"(? for a free height or width)") from None
+    if not shape or any(d is not None and d <= 0 for d in shape):
+        raise ConversionError(f"input shape '{spec}': dimensions must be positive (? for a free height or width)")
+    if any(d is None for d in shape[:2]):
+        raise ConversionError(f"input shape '{spec}': only the spatial axes (after N and C) can be free")
     return shape
+
+
+def _dim(d):
+    if d is None or (isinstance(d, str) and d.strip() in FREE_DIM_TEXT):
+        return None
+    if isinstance(d, bool) or (not isinstance(d, str) and d != int(d)):
+        raise ValueError(d)
+    d = int(d)
+    return None if d == -1 else d
 
 
 @contextlib.contextmanager

@@ -249,7 +249,8 @@ max_params_option = click.option(
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output: .keras, .h5, .tflite, .onnx, or a directory path ending in '/' (TF SavedModel).")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
-              help="Override an input's declared shape (repeatable; NAME optional with one input).")
+              help="Override an input's declared shape (repeatable; NAME optional with one input); ? for H or W "
+                   "takes any size there (data=1,3,?,?).")
 @click.option("--outputs", default=None, metavar="BLOB[,BLOB…]", help="Cut the network at these blobs.")
 @click.option("--mean", default=None, metavar="B,G,R|FILE",
               help="Bake in mean subtraction: per-channel values in Caffe's BGR order, or a mean image "
@@ -300,7 +301,7 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.argument("caffemodel", type=click.Path(dir_okay=False), required=False)
 @click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
-              help="Override an input's declared shape (repeatable).")
+              help="Override an input's declared shape (repeatable; ? for a free height or width).")
 @json_option("Print the layer list as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def inspect(prototxt, caffemodel, input_shape, as_json, debug):

@@ -66,14 +66,15 @@ class Graph:
 
 
 def _check_shape(shape, layer, path, what):
+    """Caffe's limits on a blob shape; a free (None) dimension is checked when the model runs."""
     if len(shape) > MAX_BLOB_AXES:
         raise ConversionError(f"{what} has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}", file=path, layer=layer)
-    for dim in shape:
-        if int(dim) <= 0:
-            raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
+    fixed = [int(d) for d in shape if d is not None]
+    if any(dim <= 0 for dim in fixed):
+        raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
     count = 1
-    for dim in shape:
-        count *= int(dim)
+    for dim in fixed:
+        count *= dim
     if count > MAX_BLOB_ELEMENTS:
         raise ConversionError(
             f"{what} {list(shape)} has {count:,} elements, more than this converter allows "
@@ -112,9 +113,10 @@ def learned_shapes(node, bottom_shapes, held=None):
         return [weight] + ([(out,)] if cp.bias_term else [])
     if node.type == "InnerProduct":
         ip = p.inner_product_param
-        inputs = math.prod(bottom[shapes.canonical_axis(ip.axis, len(bottom)):])
+        spanned = bottom[shapes.canonical_axis(ip.axis, len(bottom)):]
+        inputs = None if shapes.free(*spanned) else math.prod(spanned)
         weight = (inputs, ip.num_output) if ip.transpose else (ip.num_output, inputs)
-        return [weight] + ([(ip.num_output,)] if ip.bias_term else [])
+        return _fixed([weight] + ([(ip.num_output,)] if ip.bias_term else []), node)
     if node.type == "Embed":
         ep = p.embed_param
         return [(ep.input_dim, ep.num_output)] + ([(ep.num_output,)] if ep.bias_term else [])
@@ -130,8 +132,15 @@ def learned_shapes(node, bottom_shapes, held=None):
         sp = p.scale_param if node.type == "Scale" else p.bias_param
         axis = sp.axis % len(bottom)
         shape = tuple(bottom[axis:] if sp.num_axes == -1 else bottom[axis : axis + sp.num_axes])
-        return [shape] * (2 if node.type == "Scale" and p.scale_param.bias_term else 1)
+        return _fixed([shape] * (2 if node.type == "Scale" and p.scale_param.bias_term else 1), node)
     return []
+
+
+def _fixed(learned, node):
+    """``learned`` shapes, refused when a free size is among them."""
+    if any(shape is not None and shapes.free(*shape) for shape in learned):
+        raise shapes.fixed_size(f"{node.type} over the spatial axes", "it learns one value per position of them")
+    return learned
 
 
 def learned_elements(node, bottom_shapes):
@@ -185,7 +194,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             raise ConversionError(
                 f"input '{name}' has no declared shape; give one with --input-shape {name}=N,C,H,W", file=path
             )
-        shape = tuple(int(d) for d in shape)
+        shape = _dims(shape)
         if not shape:
             raise ConversionError(
                 f"input '{name}' has an empty shape (a 0-D blob, which no Keras model takes as input); "
@@ -211,7 +220,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
                 f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
             )
         for (bid, top), shape in zip(tops, top_shapes):
-            shape = tuple(int(d) for d in shape)
+            shape = _dims(shape)
             _check_shape(shape, lname, path, f"top '{top}'")
             blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
             node.tops.append(bid)
@@ -229,6 +238,10 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         # reads included), sorted by name.
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
+
+
+def _dims(shape):
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _known(supported):

@@ -107,7 +107,7 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
         for top, shape in zip(layer.top, row.shapes):
             known[top] = tuple(shape) if shape is not None else None
         row.params = _params(node, bottom_shapes, blobs)
-        if blobs is not None and all(s is not None for s in bottom_shapes):
+        if blobs is not None and row.supported and all(s is not None for s in bottom_shapes):
             row.weights = _misfit(node, bottom_shapes, blobs.layers.get(node.name))
         report.rows.append(row)
     if blobs is not None:
@@ -130,7 +130,7 @@ def _misfit(node, bottom_shapes, held):
 
 
 def _list(shape):
-    return [int(d) for d in shape] if shape is not None else None
+    return [None if d is None else int(d) for d in shape] if shape is not None else None
 
 
 def _params(node, bottom_shapes, blobs):
@@ -148,7 +148,8 @@ def _params(node, bottom_shapes, blobs):
 
 
 def format_shape(shape):
-    return "x".join(str(d) for d in shape) if shape is not None else "?"
+    """``2x3x224x224``; a free size is ``?``, as is a whole shape not known."""
+    return shapes.shape_text(shape) if shape is not None else "?"
 
 
 def format_table(report):

@@ -40,14 +40,15 @@ def load_model(path):
 
 
 def image_input(model):
-    """The (height, width, channels) of the model's single image input."""
+    """The (height, width, channels) of the model's single image input; a free (any) height or
+    width is None."""
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         shapes = ", ".join(str(tuple(i.shape)) for i in model.inputs)
         raise ConversionError(f"predict needs a model with one image input (N, H, W, C); this one has {shapes}")
     _, height, width, channels = model.inputs[0].shape
     if channels not in (1, 3):
         raise ConversionError(f"predict needs a 1- or 3-channel image input, the model's has {channels} channels")
-    return int(height), int(width), int(channels)
+    return (None if height is None else int(height)), (None if width is None else int(width)), int(channels)
 
 
 def decode_image(path, channels):
@@ -66,11 +67,13 @@ def decode_image(path, channels):
 
 def load_image(path, height, width, channels):
     """The image at ``path`` as float32 (height, width, channels) pixels 0–255, RGB (or grey):
-    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped."""
+    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped. A model
+    taking any size (height and width None) gets the image as it is."""
     import tensorflow as tf
 
     image = decode_image(path, channels)
     h, w = int(image.shape[0]), int(image.shape[1])
+    height, width = height or h, width or w
     if (h, w) != (height, width):
         factor = max(height / h, width / w)
         size = (max(height, round(h * factor)), max(width, round(w * factor)))

@@ -179,7 +179,9 @@ def build_model(graph, weights=None, preprocessing=None):
             value, layout = out if isinstance(out, tuple) else (out, canonical(shape))
             expected = keras_shape(shape, layout)
             got = tuple(value.shape)
-            if len(got) != len(expected) or any(g is not None and g != e for g, e in zip(got[1:], expected[1:])):
+            if len(got) != len(expected) or any(
+                g is not None and e is not None and g != e for g, e in zip(got[1:], expected[1:])
+            ):
                 raise InternalError(
                     f"internal: built tensor {got} but Caffe's shape is {list(shape)} ({layout})",
                     file=graph.path,

@@ -25,6 +25,10 @@ def same_is_caffe(in_hw, kernel, stride, pad, out_hw, dilation=(1, 1)):
     where SAME pads 2 before).
     """
     for size, k, s, p, o, d in zip(in_hw, kernel, stride, pad, out_hw, dilation):
+        if size is None:  # free: at stride 1 SAME pads d * (k - 1) in all, half before, at every size
+            if s != 1 or 2 * p != d * (k - 1):
+                return False
+            continue
         same_out = -(-size // s)
         total = max((same_out - 1) * s + d * (k - 1) + 1 - size, 0)
         if o != same_out or total // 2 != p:
