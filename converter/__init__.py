@@ -3,6 +3,7 @@
     import caffe2keras
     model = caffe2keras.convert("deploy.prototxt", "weights.caffemodel")
     probe = caffe2keras.blobs(model, ["conv1", "prob"])   # any Caffe blob, in Caffe's layout
+    caffe2keras.save(model, "model.keras")
 
 Importing the package loads neither Keras nor TensorFlow (``convert`` does, on first use), and
 changes nothing in the process but this: its custom Keras layers register as soon as Keras is
@@ -15,15 +16,15 @@ from ._quiet import interrupted_while_starting
 
 try:
     from ._lazy import register_when_keras_loads
-    from .errors import ConversionError, InternalError
+    from .errors import ConversionError, ConversionWarning, InternalError
 except KeyboardInterrupt:
     interrupted_while_starting(__name__)
     raise
 
 __version__ = "0.1.0"
-__all__ = ["convert", "build", "blobs", "ConversionError", "InternalError", "__version__"]
+__all__ = ["convert", "build", "save", "blobs", "ConversionError", "ConversionWarning", "InternalError", "__version__"]
 # The API's functions, from the modules that import Keras, loaded on first use.
-LAZY = {"convert": "api", "build": "api", "blobs": "blobtable"}
+LAZY = {"convert": "api", "build": "api", "save": "api", "blobs": "blobtable"}
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""Converting models to files: one (``convert``) or many (``batch``), each with a summary record.
+"""``caffe2keras batch``: many models converted, each by :func:`caffe2keras.api.convert_one`.
 
 ``batch`` takes a folder or a manifest. A folder holding one prototxt and one caffemodel is one
 model; otherwise each such sub-folder is one, named after it. A manifest (TOML, or YAML when
@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConversionError, InternalError
+from . import api
+from .caffemodel import WEIGHT_SUFFIXES
+from .prototxt import PROTOTXT_SUFFIXES
+from .errors import ConversionError, InternalError, clip
 
-PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
-WEIGHT_SUFFIXES = (".caffemodel", ".caffemodel.h5")
 FORMATS = ("keras", "h5", "tflite", "onnx", "savedmodel")
 OPTION_KEYS = {"name", "prototxt", "caffemodel", "input_shape", "outputs", "mean", "scale", "rgb_input", "format",
                "max_params"}
@@ -41,80 +42,6 @@ class Job:
     caffemodel: str = None
     options: dict = field(default_factory=dict)
     problem: str = None  # why the job cannot even start (ambiguous folder, bad manifest entry)
-
-
-def parse_input_shapes(value):
-    """``[NAME=]N,C,H,W`` strings (one or a list) → {name or None: shape}."""
-    values = [value] if isinstance(value, str) else list(value or [])
-    shapes = {}
-    for text in values:
-        name, _, dims = str(text).rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
-        except ValueError:
-            raise ConversionError(f"input shape '{text}': expected [NAME=]N,C,H,W with integers") from None
-        if not shape or any(d <= 0 for d in shape):
-            raise ConversionError(f"input shape '{text}': dimensions must be positive")
-        shapes[name or None] = shape
-    return shapes
-
-
-def convert_one(prototxt, caffemodel, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
-                rgb_input=False, force=False, solver=None, max_params=None, export_options=None):
-    """Convert and save; returns the summary record (a JSON-ready dict) and the Conversion.
-
-    ``mean`` is what ``--mean`` takes (``B,G,R`` text or a mean-image path) or None; ``solver``
-    a solver.prototxt to compile the model with (see :mod:`caffe2keras.training`);
-    ``export_options`` those of :func:`caffe2keras.export.save` (``opset``, ``nchw_inputs``,
-    ``quantize``). A quantized TFLite model is run beside the Keras model and its error recorded.
-    """
-    from . import export, preprocess, training
-    from .api import build
-
-    sources = (prototxt, caffemodel, solver, None if mean is None or _is_numbers(mean) else mean)
-    fmt = export.check_output(output, force=force, inputs=sources)
-    export_options = {k: v for k, v in (export_options or {}).items() if v not in (None, False)}
-    export.check_options(fmt, output, **export_options)
-    if solver is not None:
-        training.check_export(fmt, output, preprocessing=mean is not None or scale != 1.0 or rgb_input)
-    mean_value = preprocess.parse_mean(mean) if mean is not None else None
-    preprocessing = None
-    if mean_value is not None or scale != 1.0 or rgb_input:
-        source = mean if mean is not None and not isinstance(mean_value, list) else None
-        preprocessing = {"mean": mean_value, "scale": scale, "rgb_input": rgb_input, "mean_source": source}
-    start = time.perf_counter()
-    conversion = build(prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, solver=solver,
-                       max_params=max_params, preprocessing=preprocessing)
-    model = conversion.model
-    built = time.perf_counter()
-    export.save(model, output, force=force, inputs=sources, **export_options)
-    graph, names = conversion.graph, conversion.names
-    record = {
-        "network": graph.name or "network",
-        "prototxt": str(prototxt),
-        "caffemodel": str(caffemodel) if caffemodel else None,
-        "output": str(output),
-        "format": fmt,
-        "caffe_layers": len(graph.nodes),
-        "keras_layers": len(model.layers),
-        "parameters": int(model.count_params()),
-        "inputs": [{"name": names.inputs[b], "caffe_shape": list(graph.blobs[b].shape)} for b in graph.inputs],
-        "outputs": [
-            {"name": name, "caffe_shape": list(graph.blobs[b].shape), "keras_shape": [d for d in out.shape[1:]]}
-            for b, name, out in zip(graph.outputs, names.outputs, model.outputs)
-        ],
-        "preprocess": preprocess.find(model) and _plain(preprocess.find(model)),
-        "training": training.summary(conversion) if solver is not None else None,
-        "export_options": export_options,
-        "quantization_error": (export.quantization_error(model, output) if export_options.get("quantize") else None),
-        "seconds": {"convert": round(built - start, 3), "save": round(time.perf_counter() - built, 3)},
-    }
-    return record, conversion
-
-
-def _plain(config):
-    keys = ("mean", "mean_shape", "scale", "rgb_input", "mean_source")
-    return {k: list(config[k]) if isinstance(config[k], tuple) else config[k] for k in keys}
 
 
 def find_pair(folder):
@@ -230,26 +157,16 @@ def run_job(job, outdir, default_format="keras", force=False, max_params=None):
             raise ConversionError(job.problem, file=Path(job.prototxt).parent if job.prototxt else None)
         opts = job.options
         output = output_path(outdir, job.name, str(opts.get("format", default_format)).lstrip("."))
-        outputs = opts.get("outputs")
-        if isinstance(outputs, str):
-            outputs = [b.strip() for b in outputs.split(",") if b.strip()]
-        mean = opts.get("mean")
-        if isinstance(mean, list):
-            mean = ",".join(str(m) for m in mean)
-        elif mean is not None and not isinstance(mean, str):
-            mean = str(mean)
-        info, _ = convert_one(job.prototxt, job.caffemodel, output,
-                              input_shapes=parse_input_shapes(opts.get("input_shape")), outputs=outputs,
-                              mean=mean, scale=float(opts.get("scale", 1.0)),
-                              rgb_input=bool(opts.get("rgb_input", False)), force=force,
-                              max_params=_count(opts.get("max_params", max_params)))
+        info, _ = api.convert_one(job.prototxt, job.caffemodel, output, input_shapes=opts.get("input_shape"),
+                                  outputs=opts.get("outputs"), mean=opts.get("mean"), scale=opts.get("scale", 1.0),
+                                  rgb_input=bool(opts.get("rgb_input", False)), force=force,
+                                  max_params=_count(opts.get("max_params", max_params)))
         record.update(status="ok", output=output, parameters=info["parameters"],
                       caffe_layers=info["caffe_layers"], keras_layers=info["keras_layers"])
     except ConversionError as err:
         record.update(status="failed", error=str(err), internal=isinstance(err, InternalError))
     except Exception as err:  # a converter bug on this model: report it, go on with the others
-        record.update(status="failed", error=f"internal error: {type(err).__name__}: {' '.join(str(err).split())[:300]}",
-                      internal=True)
+        record.update(status="failed", error=f"internal error: {type(err).__name__}: {clip(err)}", internal=True)
     finally:
         import keras
 

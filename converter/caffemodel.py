@@ -20,11 +20,11 @@ conversion goes instead of all staying resident until the end.
 
 import math
 import mmap
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import filetype
 from .errors import ConversionError
 
 # Field numbers of the messages we walk (caffe.proto; they never moved across forks).
@@ -37,6 +37,10 @@ BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
 SHAPE_DIM = 1
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+# What caffemodels are called.
+WEIGHT_SUFFIXES = (".caffemodel", ".caffemodel.h5")
+# A file failing as a caffemodel is tried as a mean image (a BlobProto) up to this size.
+MEAN_BLOB_BYTES = 64 << 20
 
 
 class _Truncated(Exception):
@@ -185,12 +189,6 @@ class Weights:
     def unused(self):
         return [n for n, blobs in self.layers.items() if blobs and n not in self.used]
 
-    def warn_unused(self):
-        extra = self.unused()
-        if extra:
-            shown = ", ".join(extra[:12]) + (f", … ({len(extra)} in all)" if len(extra) > 12 else "")
-            print(f"warning: ignoring weights of layers the prototxt lacks: {shown}", file=sys.stderr)
-
 
 def load(path, expected=None):
     """Read a .caffemodel (binary, V1 or V2) or .caffemodel.h5 into :class:`Weights`.
@@ -201,13 +199,16 @@ def load(path, expected=None):
     if not path.exists():
         raise ConversionError("no such file", file=path)
     if path.is_dir():
-        raise ConversionError("is a directory, expected a .caffemodel file", file=path)
+        raise ConversionError(filetype.wrong_directory(path, "caffemodel", WEIGHT_SUFFIXES), file=path)
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(filetype.HEAD_BYTES)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return _load_hdf5(path, expected or {})
-    if path.stat().st_size == 0:
-        raise ConversionError("is empty, expected a .caffemodel", file=path)
+    if not head:
+        raise ConversionError("is empty, expected a .caffemodel (an interrupted download?)", file=path)
+    problem = filetype.wrong_file(path, "caffemodel", head=head)
+    if problem:
+        raise ConversionError(problem, file=path)
     with open(path, "rb") as f:
         # Not closed here: the blobs are views into the map, which lives as long as they do.
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -222,11 +223,29 @@ def load(path, expected=None):
         problem = f"is not a caffemodel (corrupt protobuf: {err})"
     if (problem or not layers) and all(32 <= b < 127 or b in b"\t\r\n" for b in mm[:256]):
         problem = "is a text file, not a binary caffemodel (a prototxt given in place of the caffemodel?)"
+    elif (problem or not layers) and _is_mean_blob(mm):
+        problem = "is a Caffe mean image (.binaryproto), not a caffemodel: a mean image goes to --mean"
     if problem:
         raise ConversionError(problem, file=path)
     if not layers:
         raise ConversionError("is not a caffemodel: it holds no layers", file=path)
     return Weights(layers, path=str(path))
+
+
+def _is_mean_blob(buf):
+    """Whether ``buf`` parses as a BlobProto whose shape matches its values."""
+    if len(buf) > MEAN_BLOB_BYTES:
+        return False
+    from .schema import caffe_pb2
+
+    blob = caffe_pb2.BlobProto()
+    try:
+        blob.ParseFromString(bytes(buf))
+    except Exception:  # protobuf's DecodeError
+        return False
+    dims = list(blob.shape.dim) or [blob.num, blob.channels, blob.height, blob.width]
+    count = len(blob.data) or len(blob.double_data)
+    return count > 0 and all(d > 0 for d in dims) and math.prod(dims) == count
 
 
 def _read_layers(buf):
@@ -327,6 +346,9 @@ def _hdf5_layers(f, path):
     import h5py
 
     if not isinstance(f.get("data", getlink=True), h5py.HardLink) or not isinstance(f["data"], h5py.Group):
+        if "keras_version" in f.attrs or "model_config" in f.attrs or "model_weights" in f or "layer_names" in f.attrs:
+            raise ConversionError("is a Keras .h5 model, not a caffemodel (a converted model given as input?)",
+                                  file=path)
         raise ConversionError("is an HDF5 file without Caffe's 'data' group", file=path)
     layers, seen, pending = {}, set(), [("", f["data"])]
     while pending:

@@ -4,56 +4,148 @@
 ``batch`` converts many, ``inspect`` lists a prototxt's layers, ``verify`` compares a converted
 model with OpenCV's Caffe implementation, ``predict`` classifies an image.
 Bad input gives one line on stderr and exit code 2; internal errors exit 1 (``--debug`` shows
-the traceback). Keras (and TensorFlow) are imported once, quietly, and only by the commands that
-run a model: ``--help``, ``--version`` and ``inspect`` start in a fraction of a second.
+the traceback); each exit code means one thing (``EXIT_*`` below, listed in ``--help``).
+Warnings are one ``warning:`` line each. Keras (and TensorFlow) are imported once, quietly, and
+only by the commands that run a model: ``--help``, ``--version`` and ``inspect`` start in a
+fraction of a second.
 """
 
+import contextlib
+import difflib
 import json
+import os
 import sys
+import time
 import traceback
+import warnings
 from pathlib import Path
 
 import click
 
 from ._quiet import import_keras
-from .batch import FORMATS, parse_input_shapes
-from .errors import ConversionError, InternalError
+from .api import Progress, parse_input_shapes
+from .batch import FORMATS
+from .errors import ConversionError, ConversionWarning, InternalError, clip
 from .graph import MAX_PARAMS
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 1
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a caffe2keras bug
+EXIT_BAD_INPUT = 2  # the input files, options or output path
+EXIT_MISMATCH = 3  # verify: the model differs from Caffe's output
+EXIT_BATCH_FAILED = 4  # batch: at least one model failed (the others are written)
+EXIT_INTERRUPTED = 130
+# A stage of a conversion taking this long is reported even when stderr is no terminal.
+LONG_STAGE_SECONDS = 10.0
+
+
+class StatusLine:
+    """The line of stderr a stage is being reported on, finished before anything else is printed."""
+
+    def __init__(self):
+        self.open = False
+
+    def begin(self, text):
+        self.close()
+        click.echo(text, err=True, nl=False)
+        self.open = True
+
+    def end(self, text):
+        click.echo(text, err=True)
+        self.open = False
+
+    def close(self):
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+
+
+status = StatusLine()
+
+
+def echo_error(text):
+    status.close()
+    click.echo(text, err=True)
 
 
 def run_guarded(debug, fn, *args, **kwargs):
-    """Run a command body, turning failures into one line and an exit code."""
+    """Run a command body, turning failures into one line and an exit code, and its
+    :class:`ConversionWarning` into one ``warning:`` line each."""
     try:
-        return fn(*args, **kwargs)
+        with warnings_as_lines():
+            return fn(*args, **kwargs)
     except InternalError as err:  # the converter failed on this input: a bug, not the user's fault
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {err} (a caffe2keras bug; rerun with --debug for the traceback)", err=True)
+        echo_error(f"error: {err} (a caffe2keras bug; rerun with --debug for the traceback)")
         sys.exit(EXIT_INTERNAL)
     except ConversionError as err:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {err}", err=True)
+        echo_error(f"error: {err}")
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         exit_interrupted()
     except MemoryError:
-        click.echo("error: out of memory converting this model", err=True)
+        echo_error("error: out of memory converting this model")
         sys.exit(EXIT_INTERNAL)
     except Exception as err:  # an internal bug: say so, keep the disk clean
         if debug:
             traceback.print_exc()
-        first = " ".join(str(err).split())[:300]
-        click.echo(f"internal error: {type(err).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+        echo_error(f"internal error: {type(err).__name__}: {clip(err)} (rerun with --debug for the traceback)")
         sys.exit(EXIT_INTERNAL)
 
 
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Show each :class:`ConversionWarning` (every time it is issued) as one ``warning:`` line
+    on stderr; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConversionWarning)
+        python_show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ConversionWarning):
+                echo_error(f"warning: {' '.join(str(message).split())}")
+            else:
+                python_show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def exit_interrupted():
-    click.echo("error: interrupted; no output written", err=True)
-    sys.exit(130)
+    echo_error("error: interrupted; no output written")
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def stderr_is_terminal():
+    return sys.stderr.isatty()
+
+
+class StageReport(Progress):
+    """The stages of a conversion on stderr: each as it runs when stderr is a terminal, else
+    only a stage that took long, once done."""
+
+    def __init__(self, live):
+        self.live = live
+        self.stage = self.subject = None
+        self.began = 0.0
+
+    def start(self, stage, subject):
+        self.stage, self.subject, self.began = stage, subject, time.perf_counter()
+        if self.live:
+            status.begin(f"{stage:<13}{subject + ' ' if subject else ''}… ")
+
+    def done(self, outcome):
+        seconds = time.perf_counter() - self.began
+        if outcome is None:  # failed: the error says why
+            status.close()
+            return
+        text = f"{seconds:.1f}s" + (f", {outcome}" if outcome else "")
+        if self.live:
+            status.end(text)
+        elif seconds >= LONG_STAGE_SECONDS:
+            echo_error(f"{self.stage:<13}{self.subject + ': ' if self.subject else ''}{text}")
 
 
 class DefaultGroup(click.Group):
@@ -65,6 +157,7 @@ class DefaultGroup(click.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            self.refuse_mistyped_command(args[0])
             args = ["convert", *args]
         try:
             return super().parse_args(ctx, args)
@@ -76,6 +169,16 @@ class DefaultGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             exit_interrupted()
+
+    def refuse_mistyped_command(self, word):
+        """``caffe2keras inspct net.prototxt`` is a mistyped command, not a file to convert: a
+        first word that names no file but is close to a command's name."""
+        if word.startswith("-") or os.path.lexists(word):
+            return
+        close = difflib.get_close_matches(word, self.commands, n=1, cutoff=0.6)
+        if close:
+            echo_error(f"error: no such command '{word}' (did you mean '{close[0]}'?); see caffe2keras --help")
+            sys.exit(EXIT_BAD_INPUT)
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,18 +192,32 @@ def main():
     caffe2keras predict model.keras cat.jpg --labels synset_words.txt
     caffe2keras inspect deploy.prototxt
     caffe2keras batch models/ -o converted/ --report report.json
+
+    \b
+    Exit codes:
+      0    success
+      1    internal error (a caffe2keras bug; --debug shows the traceback)
+      2    bad input: files, options or output path (one line says what)
+      3    verify: the model differs from Caffe beyond the tolerance
+      4    batch: some models failed (the others are written)
+      130  interrupted (Ctrl-C, SIGTERM); nothing written
     """
 
 
 def summary(record):
-    """The human summary of a conversion record (see :func:`caffe2keras.batch.convert_one`)."""
+    """The human summary of a conversion record (see :func:`caffe2keras.api.convert_one`)."""
     seconds = record["seconds"]["convert"] + record["seconds"]["save"]
     lines = [
         f"{record['network']}: {record['caffe_layers']} Caffe layers → {record['keras_layers']} Keras layers, "
         f"{record['parameters']:,} parameters, {seconds:.1f}s"
     ]
+    if record["caffemodel"]:
+        lines.append(f"  weights from {record['caffemodel']}")
+    else:
+        lines.append("  no caffemodel given: the weights are untrained (Keras' initialisers)")
     for inp in record["inputs"]:
-        lines.append(f"  input  {inp['name']}: Caffe {inp['caffe_shape']}")
+        lines.append(f"  input  {inp['name']}: Caffe {inp['caffe_shape']} (NCHW) → Keras {[None, *inp['keras_shape']]}"
+                     f"{' (NHWC)' if len(inp['keras_shape']) == 3 else ''}")
     for out in record["outputs"]:
         lines.append(f"  output {out['name']}: Caffe {out['caffe_shape']} → Keras {[None, *out['keras_shape']]}")
     train = record.get("training")
@@ -141,7 +258,8 @@ max_params_option = click.option(
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output: .keras, .h5, .tflite, .onnx, or a directory path ending in '/' (TF SavedModel).")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
-              help="Override an input's declared shape (repeatable; NAME optional with one input).")
+              help="Override an input's declared shape (repeatable; NAME optional with one input); ? for H or W "
+                   "takes any size there (data=1,3,?,?).")
 @click.option("--outputs", default=None, metavar="BLOB[,BLOB…]", help="Cut the network at these blobs.")
 @click.option("--mean", default=None, metavar="B,G,R|FILE",
               help="Bake in mean subtraction: per-channel values in Caffe's BGR order, or a mean image "
@@ -160,7 +278,7 @@ max_params_option = click.option(
                    "the summary gives the quantized model's error.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @max_params_option
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (no stages, no summary).")
 @json_option("Print the conversion summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb_input, solver, opset, nchw_inputs,
@@ -168,6 +286,8 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
     """Convert PROTOTXT (+ CAFFEMODEL weights) into a Keras model file.
 
     Without CAFFEMODEL the model gets Keras' initial weights, ready to train from scratch.
+    On a terminal each stage (parse, shapes, read weights, build, save) is shown with its sizes
+    and time as it runs.
     With --mean/--scale/--rgb-input the model takes plain pixels: (x[BGR] - mean) * scale is
     its first layer, recorded in the file so `caffe2keras predict` does not do it again.
     With --solver, PROTOTXT is a train/val net: the model trains as Caffe's TRAIN net (its
@@ -175,15 +295,15 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
     TEST net.
     """
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
-    out_blobs = [b.strip() for b in outputs.split(",") if b.strip()] if outputs else None
 
     def body():
         import_keras()
-        from .batch import convert_one
+        from .api import convert_one
 
-        record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=out_blobs,
+        progress = Progress() if quiet else StageReport(live=stderr_is_terminal())
+        record, _ = convert_one(prototxt, caffemodel, output, input_shapes=shapes, outputs=outputs,
                                 mean=mean, scale=scale, rgb_input=rgb_input, force=force, solver=solver,
-                                max_params=max_params,
+                                max_params=max_params, progress=progress,
                                 export_options={"opset": opset, "nchw_inputs": nchw_inputs, "quantize": quantize})
         if as_json:
             click.echo(json.dumps(record, indent=2))
@@ -198,14 +318,16 @@ def convert(prototxt, caffemodel, output, input_shape, outputs, mean, scale, rgb
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.argument("caffemodel", type=click.Path(dir_okay=False), required=False)
 @click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
-              help="Override an input's declared shape (repeatable).")
+              help="Override an input's declared shape (repeatable; ? for a free height or width).")
 @json_option("Print the layer list as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def inspect(prototxt, caffemodel, input_shape, as_json, debug):
     """List the layers of PROTOTXT: type, tops, output shape, parameters, supported?
 
     Parameter counts come from CAFFEMODEL when given, else from the prototxt. Unsupported
-    layers are listed, not fatal; no Keras model is built.
+    layers are listed, not fatal; no Keras model is built. CAFFEMODEL's blobs are checked
+    against the shapes the prototxt implies: weights that do not fit are listed per layer
+    and the exit code is 2.
     """
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
@@ -214,8 +336,12 @@ def inspect(prototxt, caffemodel, input_shape, as_json, debug):
 
         report = inspection.inspect(prototxt, caffemodel, input_shapes=shapes)
         click.echo(json.dumps(report.as_dict(), indent=2) if as_json else inspection.format_table(report))
+        return inspection.misfit_summary(report)
 
-    run_guarded(debug, body)
+    misfit = run_guarded(debug, body)
+    if misfit:
+        echo_error(f"error: {misfit}")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command()
@@ -237,7 +363,7 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
     the exported formats keep no per-layer values, so their outputs are compared.
 
     Prints the max abs / rel error per output and per layer; exits 0 when every one is within
-    1e-4 * max(1, max|caffe|), 1 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
+    1e-4 * max(1, max|caffe|), 3 otherwise. Needs OpenCV: pip install 'caffe2keras[verify]'.
     """
     shapes = run_guarded(debug, parse_input_shapes, input_shape)
 
@@ -253,7 +379,7 @@ def verify(prototxt, caffemodel, model, image, seed, input_shape, all_layers, as
         return result.ok
 
     if not run_guarded(debug, body):
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(EXIT_MISMATCH)
 
 
 @main.command()
@@ -338,7 +464,7 @@ def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
     """Convert every model of SOURCE: a folder of model folders, or a TOML/YAML manifest.
 
     A model folder holds one prototxt and one caffemodel. One failure does not stop the others;
-    the exit code is 1 when any failed.
+    the exit code is 4 when any failed.
     """
 
     def body():
@@ -370,4 +496,4 @@ def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
         return all(r["status"] == "ok" for r in records)
 
     if not run_guarded(debug, body):
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(EXIT_BATCH_FAILED)

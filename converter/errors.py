@@ -2,7 +2,15 @@
 
 :class:`InternalError` is the ConversionError for a converter bug met while converting: callers
 still catch one type, and the CLI tells the two apart (exit 2 for bad input, 1 for a bug).
+What converts but deserves a word (weights the network does not use) is a
+:class:`ConversionWarning`, issued through :mod:`warnings`. :func:`clip` shortens the text of
+other libraries' exceptions quoted in a message without cutting a word or a quotation.
 """
+
+# The most characters of another library's message quoted in one of ours.
+QUOTED_CHARS = 300
+# What opens a quotation in a message, with what closes it.
+QUOTES = {"`": "`", '"': '"', "(": ")", "[": "]", "{": "}", "'": "'"}
 
 
 class ConversionError(Exception):
@@ -37,3 +45,38 @@ class ConversionError(Exception):
 
 class InternalError(ConversionError):
     """A failure of the converter itself (not of the input), raised ``from`` the original error."""
+
+
+class ConversionWarning(UserWarning):
+    """Something the conversion passed over that the user may want to know (the command line
+    prints each as one ``warning:`` line)."""
+
+
+def clip(text, limit=QUOTED_CHARS):
+    """``text`` on one line, at most about ``limit`` characters: cut after a whole word, before
+    any quotation or bracket left open, and marked with ``…`` where it was cut."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    words = text[: limit + 1].split(" ")[:-1] or [text[:limit]]  # the last piece may be cut mid-word
+    kept = " ".join(words)
+    opened = _open_quotation(kept)
+    if opened is not None and opened > 0:
+        kept = kept[:opened].rstrip()
+    return kept.rstrip(" ,;:") + " …"
+
+
+def _open_quotation(text):
+    """Where the first quotation or bracket still open at the end of ``text`` starts, or None.
+    A ``'`` inside a word (Caffe's, don't) is an apostrophe, not a quote."""
+    stack = []
+    for i, c in enumerate(text):
+        if stack and c == QUOTES[text[stack[-1]]] and (c != "'" or not _inside_word(text, i)):
+            stack.pop()
+        elif c in QUOTES and (c != "'" or not _inside_word(text, i)) and c not in ")]}":
+            stack.append(i)
+    return stack[0] if stack else None
+
+
+def _inside_word(text, i):
+    return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()

@@ -66,14 +66,15 @@ class Graph:
 
 
 def _check_shape(shape, layer, path, what):
+    """Caffe's limits on a blob shape; a free (None) dimension is checked when the model runs."""
     if len(shape) > MAX_BLOB_AXES:
         raise ConversionError(f"{what} has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}", file=path, layer=layer)
-    for dim in shape:
-        if int(dim) <= 0:
-            raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
+    fixed = [int(d) for d in shape if d is not None]
+    if any(dim <= 0 for dim in fixed):
+        raise ConversionError(f"{what} has a non-positive dimension: {list(shape)}", file=path, layer=layer)
     count = 1
-    for dim in shape:
-        count *= int(dim)
+    for dim in fixed:
+        count *= dim
     if count > MAX_BLOB_ELEMENTS:
         raise ConversionError(
             f"{what} {list(shape)} has {count:,} elements, more than this converter allows "
@@ -90,52 +91,62 @@ def learns_weights(node):
     return node.type in WEIGHTED_TYPES
 
 
-def weight_elements(node, bottom_shapes):
-    """How many elements the layer's kernel or embedding table has."""
-    p = node.param
+def learned_shapes(node, bottom_shapes, held=None):
+    """The shapes of the blobs the layer learns, in Caffe's order, as the prototxt and the bottom
+    shapes imply: what its record in a caffemodel holds, and what Keras allocates for it. None
+    stands for a blob of any shape that may be absent (BatchNorm's scale factor, which old
+    caffemodels lack). ``held`` is how many blobs the caffemodel holds, for the fork BN layer
+    (PSPNet's four or SegNet's two)."""
+    p, bottom = node.param, bottom_shapes[0] if bottom_shapes else ()
+    channels = bottom[1] if len(bottom) > 1 else 1
     if node.type in CONVOLUTIONS:
         cp = p.convolution_param
-        channels, out = bottom_shapes[0][1], cp.num_output
+        out = cp.num_output
         group = cp.group if node.type in ("Convolution", "Deconvolution") else channels
         if group <= 0 or channels % group or out % group:
             raise ConversionError(f"group {group} does not divide {channels} input and {out} output channels")
-        kh, kw = shapes.spatial_params(cp, "kernel", 0)
-        return out * (channels // group) * kh * kw
+        kernel = shapes.spatial_params(cp, "kernel", 0)
+        if node.type == "Deconvolution":
+            weight = (channels, out // group, *kernel)
+        else:
+            weight = (out, channels // group, *kernel)
+        return [weight] + ([(out,)] if cp.bias_term else [])
     if node.type == "InnerProduct":
-        axis = shapes.canonical_axis(p.inner_product_param.axis, len(bottom_shapes[0]))
-        return p.inner_product_param.num_output * math.prod(bottom_shapes[0][axis:])
+        ip = p.inner_product_param
+        spanned = bottom[shapes.canonical_axis(ip.axis, len(bottom)):]
+        inputs = None if shapes.free(*spanned) else math.prod(spanned)
+        weight = (inputs, ip.num_output) if ip.transpose else (ip.num_output, inputs)
+        return _fixed([weight] + ([(ip.num_output,)] if ip.bias_term else []), node)
     if node.type == "Embed":
-        return p.embed_param.input_dim * p.embed_param.num_output
-    return 0
+        ep = p.embed_param
+        return [(ep.input_dim, ep.num_output)] + ([(ep.num_output,)] if ep.bias_term else [])
+    if node.type == "BatchNorm":
+        return [(channels,), (channels,), None]  # mean, variance, the factor both are scaled by
+    if node.type == "BN":
+        return [(1, channels, 1, 1)] * (2 if held == 2 else 4)  # slope, bias[, mean, variance]
+    if node.type == "PReLU":
+        return [(1,) if p.prelu_param.channel_shared else (channels,)]
+    if node.type == "Normalize":
+        return [(1,) if p.norm_param.channel_shared else (channels,)]
+    if node.type in ("Scale", "Bias") and len(bottom_shapes) == 1:
+        sp = p.scale_param if node.type == "Scale" else p.bias_param
+        axis = sp.axis % len(bottom)
+        shape = tuple(bottom[axis:] if sp.num_axes == -1 else bottom[axis : axis + sp.num_axes])
+        return _fixed([shape] * (2 if node.type == "Scale" and p.scale_param.bias_term else 1), node)
+    return []
+
+
+def _fixed(learned, node):
+    """``learned`` shapes, refused when a free size is among them."""
+    if any(shape is not None and shapes.free(*shape) for shape in learned):
+        raise shapes.fixed_size(f"{node.type} over the spatial axes", "it learns one value per position of them")
+    return learned
 
 
 def learned_elements(node, bottom_shapes):
     """How many values the layer learns, over all its blobs (kernel, bias, statistics, scales),
     as the prototxt and the bottom shapes imply: what Keras allocates for it."""
-    p, bottom = node.param, bottom_shapes[0]
-    if node.type in CONVOLUTIONS:
-        bias = p.convolution_param.num_output if p.convolution_param.bias_term else 0
-        return weight_elements(node, bottom_shapes) + bias
-    if node.type == "InnerProduct":
-        bias = p.inner_product_param.num_output if p.inner_product_param.bias_term else 0
-        return weight_elements(node, bottom_shapes) + bias
-    if node.type == "Embed":
-        return weight_elements(node, bottom_shapes) + (p.embed_param.num_output if p.embed_param.bias_term else 0)
-    channels = bottom[1] if len(bottom) > 1 else 1
-    if node.type == "BatchNorm":
-        return 2 * channels + 1  # mean, variance, scale factor
-    if node.type == "BN":
-        return 4 * channels  # PSPNet's slope, bias, mean, variance (SegNet's has the first two)
-    if node.type == "PReLU":
-        return 1 if p.prelu_param.channel_shared else channels
-    if node.type == "Normalize":
-        return 1 if p.norm_param.channel_shared else channels
-    if node.type in ("Scale", "Bias") and len(bottom_shapes) == 1:
-        sp = p.scale_param if node.type == "Scale" else p.bias_param
-        axis = sp.axis % len(bottom)
-        end = len(bottom) if sp.num_axes == -1 else axis + sp.num_axes
-        return math.prod(bottom[axis:end]) * (2 if node.type == "Scale" and p.scale_param.bias_term else 1)
-    return 0
+    return sum(math.prod(shape) if shape is not None else 1 for shape in learned_shapes(node, bottom_shapes))
 
 
 def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None):
@@ -183,7 +194,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             raise ConversionError(
                 f"input '{name}' has no declared shape; give one with --input-shape {name}=N,C,H,W", file=path
             )
-        shape = tuple(int(d) for d in shape)
+        shape = _dims(shape)
         if not shape:
             raise ConversionError(
                 f"input '{name}' has an empty shape (a 0-D blob, which no Keras model takes as input); "
@@ -209,7 +220,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
                 f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
             )
         for (bid, top), shape in zip(tops, top_shapes):
-            shape = tuple(int(d) for d in shape)
+            shape = _dims(shape)
             _check_shape(shape, lname, path, f"top '{top}'")
             blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
             node.tops.append(bid)
@@ -227,6 +238,10 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         # reads included), sorted by name.
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
+
+
+def _dims(shape):
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _known(supported):

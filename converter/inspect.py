@@ -4,12 +4,17 @@ For each layer: name, type, top blobs, output shapes (Caffe order), parameter co
 caffemodel when given, otherwise from the prototxt) and whether the converter can translate it.
 Unlike conversion this never stops at the first problem: an unsupported layer, or one whose shape
 cannot be inferred, is listed with the reason, and the layers fed by it get unknown shapes.
+With a caffemodel, each layer's blobs are checked against the shapes the prototxt implies, as
+conversion checks them; a layer whose weights are missing or misshapen is listed too.
 """
 
 from dataclasses import asdict, dataclass, field
 
-from . import caffemodel, graph, prototxt, shapes
+from . import caffemodel, graph, prototxt, shapes, weights
 from .errors import ConversionError
+
+# How many layers the caffemodel holds and the prototxt lacks are named.
+SHOWN_EXTRA = 10
 
 
 @dataclass
@@ -22,6 +27,7 @@ class Row:
     params: int = None  # None: unknown (no caffemodel and a type this module cannot count)
     supported: bool = True
     note: str = ""
+    weights: str = ""  # with a caffemodel: what keeps its blobs from fitting this layer
 
 
 @dataclass
@@ -31,6 +37,12 @@ class Report:
     inputs: dict  # blob -> Caffe shape or None
     rows: list = field(default_factory=list)
     weights: str = None
+    extra_weights: list = field(default_factory=list)  # caffemodel layers the prototxt lacks
+
+    @property
+    def misfits(self):
+        """The rows whose caffemodel weights do not fit."""
+        return [r for r in self.rows if r.weights]
 
     @property
     def parameters(self):
@@ -49,6 +61,8 @@ class Report:
             "layers": [asdict(r) for r in self.rows],
             "parameters": self.parameters,
             "unsupported_types": self.unsupported,
+            "weights_not_fitting": [r.name for r in self.misfits],
+            "caffemodel_layers_not_in_prototxt": self.extra_weights,
         }
 
 
@@ -58,7 +72,7 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
 
     supported = set(supported_types())
     netdef = prototxt.load(prototxt_path)
-    weights = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
+    blobs = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     inputs = dict(netdef.inputs)
     for name, shape in (input_shapes or {}).items():
         if name is None and len(inputs) == 1:
@@ -92,19 +106,37 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
                 row.note = err.message
         for top, shape in zip(layer.top, row.shapes):
             known[top] = tuple(shape) if shape is not None else None
-        row.params = _params(node, bottom_shapes, weights)
+        row.params = _params(node, bottom_shapes, blobs)
+        if blobs is not None and row.supported and all(s is not None for s in bottom_shapes):
+            row.weights = _misfit(node, bottom_shapes, blobs.layers.get(node.name))
         report.rows.append(row)
+    if blobs is not None:
+        present = {layer.name for layer in netdef.layers}
+        report.extra_weights = [name for name, held in blobs.layers.items() if held and name not in present]
     return report
 
 
+def _misfit(node, bottom_shapes, held):
+    """Why the caffemodel's blobs ``held`` do not fit the layer, or "" when they do."""
+    try:
+        expected = graph.learned_shapes(node, bottom_shapes, held=len(held or []))
+    except ConversionError as err:
+        return err.message
+    if not expected:
+        return ""
+    if not held:
+        return "no weights in the caffemodel"
+    return weights.blob_problem(node.type, [b.shape for b in held], expected) or ""
+
+
 def _list(shape):
-    return [int(d) for d in shape] if shape is not None else None
+    return [None if d is None else int(d) for d in shape] if shape is not None else None
 
 
-def _params(node, bottom_shapes, weights):
+def _params(node, bottom_shapes, blobs):
     """Learned values of the layer: the caffemodel's blobs, else what the prototxt implies."""
-    if weights is not None:
-        return int(sum(b.size for b in weights.layers.get(node.name) or []))
+    if blobs is not None:
+        return int(sum(b.size for b in blobs.layers.get(node.name) or []))
     if not graph.learns_weights(node) and node.type not in ("BN", "Normalize"):
         return 0
     if any(s is None for s in bottom_shapes):
@@ -116,7 +148,8 @@ def _params(node, bottom_shapes, weights):
 
 
 def format_shape(shape):
-    return "x".join(str(d) for d in shape) if shape is not None else "?"
+    """``2x3x224x224``; a free size is ``?``, as is a whole shape not known."""
+    return shapes.shape_text(shape) if shape is not None else "?"
 
 
 def format_table(report):
@@ -127,8 +160,8 @@ def format_table(report):
         shapes_text = ", ".join(format_shape(s) for s in r.shapes) or "-"
         params = f"{r.params:,}" if r.params is not None else "?"
         ok = "yes" if r.supported else f"NO: {r.note}"
-        if r.supported and r.note:
-            ok = f"yes ({r.note})"
+        if r.supported and (r.note or r.weights):
+            ok = f"yes ({r.note or 'weights do not fit'})"
         lines.append((r.name, r.type, ", ".join(r.tops), shapes_text, params, ok))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
     out = []
@@ -150,6 +183,24 @@ def format_table(report):
     if unsupported:
         count = sum(1 for r in report.rows if not r.supported)
         out.append(f"not convertible: {count} layer(s) of type(s) {', '.join(unsupported)}")
-    else:
+    elif not report.misfits:
         out.append("every layer is supported")
+    if report.misfits:
+        out.append(f"the caffemodel's weights do not fit {len(report.misfits)} layer(s):")
+        out.extend(f"  {r.name} ({r.type}): {r.weights}" for r in report.misfits)
+    if report.extra_weights:
+        extra = report.extra_weights
+        out.append(f"the caffemodel holds weights for {len(extra)} layer(s) the prototxt lacks: "
+                   + ", ".join(extra[:SHOWN_EXTRA]) + (", …" if len(extra) > SHOWN_EXTRA else ""))
     return "\n".join(out)
+
+
+def misfit_summary(report):
+    """One line for a caffemodel that does not fit the prototxt, or None when it does."""
+    if not report.misfits:
+        return None
+    missing = sum(1 for r in report.misfits if r.weights == "no weights in the caffemodel")
+    parts = ([f"{missing} layer(s) without weights"] if missing else []) + (
+        [f"{len(report.misfits) - missing} with other shapes"] if len(report.misfits) > missing else [])
+    return (f"{report.weights}: does not fit {report.path}: {' and '.join(parts)}"
+            f"{' (the caffemodel of another network?)' if missing or len(report.misfits) > 1 else ''}")

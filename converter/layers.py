@@ -26,10 +26,13 @@ class CaffePooling2D(keras.layers.Layer):
 
     MAX: padding never wins (pads hold -inf). AVE: sum / divisor where the divisor counts the
     zero padding but not the part of the last window hanging past ``size + pad`` (Caffe's
-    ``pool_size = (min(hstart + k, H + pad) - hstart) * (…)``).
+    ``pool_size = (min(hstart + k, H + pad) - hstart) * (…)``). Sizes given as None in
+    ``input_hw``/``output_hw`` are free: the pads, the output size (Caffe's ``ceil`` and its
+    rule dropping a window that starts in the padding) and the divisors follow the input's size
+    when the model runs.
     """
 
-    def __init__(self, pool, kernel, stride, pad, input_hw, output_hw, **kwargs):
+    def __init__(self, pool, kernel, stride, pad, input_hw, output_hw, ceil=True, **kwargs):
         super().__init__(**kwargs)
         self.pool = pool
         self.kernel = tuple(kernel)
@@ -37,6 +40,10 @@ class CaffePooling2D(keras.layers.Layer):
         self.pad = tuple(pad)
         self.input_hw = tuple(input_hw)
         self.output_hw = tuple(output_hw)
+        self.ceil = bool(ceil)
+        self._free = any(d is None for d in self.input_hw)
+        if self._free:
+            return
         pads = [_pool_pads(s, k, st, p, o) for s, k, st, p, o in zip(input_hw, kernel, stride, pad, output_hw)]
         self._pads = pads
         if pool == "ave":
@@ -50,6 +57,8 @@ class CaffePooling2D(keras.layers.Layer):
             self._factor = np.outer(factors[0], factors[1]).astype("float32")[None, :, :, None]
 
     def call(self, x):
+        if self._free:
+            return self._call_any_size(x)
         (top, bottom), (left, right) = self._pads
         # A negative pad means the last rows/columns are never inside a window.
         if bottom < 0:
@@ -69,6 +78,35 @@ class CaffePooling2D(keras.layers.Layer):
             y = y * ops.convert_to_tensor(self._factor, dtype=y.dtype)
         return y
 
+    def _call_any_size(self, x):
+        """Pad ``stride - 1`` past Caffe's pad at the end (ceil mode), so the VALID windows
+        include every window Caffe's ceil counts; then drop the last when it starts inside the
+        padding, and rescale each average by ``k / divisor`` as above, all from the run's size."""
+        size = ops.shape(x)[1:3]
+        extra = [st - 1 if self.ceil else 0 for st in self.stride]
+        paddings = [[0, 0], [self.pad[0], self.pad[0] + extra[0]], [self.pad[1], self.pad[1] + extra[1]], [0, 0]]
+        if self.pool == "max":
+            x = ops.pad(x, paddings, constant_values=float(np.finfo(np.float32).min))
+            y = ops.max_pool(x, self.kernel, self.stride, padding="valid")
+        else:
+            y = ops.average_pool(ops.pad(x, paddings), self.kernel, self.stride, padding="valid")
+        counts = ops.shape(y)[1:3]
+        kept, factors = [], []
+        for axis in range(2):
+            pooled, k, st, p = counts[axis], self.kernel[axis], self.stride[axis], self.pad[axis]
+            if any(self.pad):
+                pooled = pooled - ops.cast((pooled - 1) * st >= size[axis] + p, "int32")
+            kept.append(pooled)
+            if self.pool == "ave":
+                starts = ops.arange(pooled, dtype="int32") * st
+                divisor = ops.minimum(starts + k, size[axis] + 2 * p) - starts
+                factors.append(k / ops.cast(ops.where(divisor > 0, divisor, 1), y.dtype))
+        y = y[:, : kept[0], : kept[1], :]
+        if self.pool == "ave":
+            # Reshapes, not new-axis indexing: TFLite has no strided slice that adds axes.
+            y = y * ops.reshape(factors[0], (1, -1, 1, 1)) * ops.reshape(factors[1], (1, 1, -1, 1))
+        return y
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self.output_hw + (input_shape[3],)
 
@@ -81,6 +119,7 @@ class CaffePooling2D(keras.layers.Layer):
             "pad": self.pad,
             "input_hw": self.input_hw,
             "output_hw": self.output_hw,
+            "ceil": self.ceil,
         }
 
 
@@ -115,8 +154,9 @@ class LRN(keras.layers.Layer):
                 total = total + padded[..., i : i + channels]
             scale = self.k + (self.alpha / n) * total
         else:
-            # Caffe averages over the full n x n window (zeros outside the image count).
-            rh, rw = min(half, x.shape[1] - 1), min(half, x.shape[2] - 1)
+            # Caffe averages over the full n x n window (zeros outside the image count); a free
+            # size pads the whole half window, whose extra zeros add nothing to the sum.
+            rh, rw = (half if d is None else min(half, d - 1) for d in x.shape[1:3])
             padded = ops.pad(sq, [[0, 0], [rh, rh], [rw, rw], [0, 0]])
             window = (2 * rh + 1, 2 * rw + 1)
             total = ops.average_pool(padded, window, (1, 1), padding="valid") * float(window[0] * window[1])
@@ -387,8 +427,9 @@ class Deconvolution(keras.layers.Layer):
     """Caffe Deconvolution (transposed convolution) with groups, pads and dilation (NHWC).
 
     The full transposed convolution is computed with VALID padding, then ``pad`` is cropped from
-    each side, which is Caffe's output size ``stride * (in - 1) + dilation * (k - 1) + 1 - 2 pad``.
-    The kernel is (kh, kw, out / group, in), group-major along both channel axes.
+    each side, which is Caffe's output size ``stride * (in - 1) + dilation * (k - 1) + 1 - 2 pad``
+    (None in ``output_hw``: free, as the input's size is). The kernel is (kh, kw, out / group,
+    in), group-major along both channel axes.
     """
 
     def __init__(self, filters, kernel, stride, pad, dilation, group=1, use_bias=True, output_hw=None, **kwargs):
@@ -439,7 +480,8 @@ class Deconvolution(keras.layers.Layer):
             ]
             y = ops.concatenate(parts, axis=-1)
         (ph, pw), (oh, ow) = self.pad, self.output_hw
-        y = y[:, ph : ph + oh, pw : pw + ow, :]
+        # The full output is stride * (in - 1) + dilation * (k - 1) + 1: Caffe's drops pad at each end.
+        y = y[:, ph : ph + oh if oh is not None else (-ph or None), pw : pw + ow if ow is not None else (-pw or None), :]
         if self.use_bias:
             y = y + self.bias
         return y
@@ -514,7 +556,9 @@ class SliceAxis(keras.layers.Layer):
 
 @register
 class Crop(keras.layers.Layer):
-    """Caffe Crop: ``x[begin : begin + size]`` on the axes it names (None: the whole axis)."""
+    """Caffe Crop: ``x[begin : begin + size]`` on the axes it names (None: the whole axis; -1:
+    the size the reference, the second input, held in ``x``'s layout, has there when the model
+    runs, for a free size)."""
 
     def __init__(self, begin, size, **kwargs):
         super().__init__(**kwargs)
@@ -522,15 +566,18 @@ class Crop(keras.layers.Layer):
         self.size = tuple(size)
 
     def call(self, inputs):
-        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        x, ref = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        ref_size = ops.shape(ref) if -1 in self.size else None
         index = tuple(
-            slice(None) if s is None else slice(b, b + s) for b, s in zip(self.begin, self.size)
+            slice(None) if s is None else slice(b, b + (ref_size[i] if s == -1 else s))
+            for i, (b, s) in enumerate(zip(self.begin, self.size))
         )
         return x[index]
 
     def compute_output_shape(self, input_shape):
-        s = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
-        return tuple(d if size is None else size for d, size in zip(s, self.size))
+        two = isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple))
+        s, ref = (input_shape[0], input_shape[1]) if two else (input_shape, None)
+        return tuple(d if size is None else ref[i] if size == -1 else size for i, (d, size) in enumerate(zip(s, self.size)))
 
     def get_config(self):
         return {**super().get_config(), "begin": self.begin, "size": self.size}
@@ -865,15 +912,15 @@ class PixelShuffle(keras.layers.Layer):
 
     def call(self, x):
         r = self.factor
-        _, h, w, c = x.shape
-        out_c = c // (r * r)
+        _, h, w, _ = ops.shape(x)  # free sizes are known when the model runs
+        out_c = x.shape[-1] // (r * r)
         y = ops.reshape(x, (-1, h, w, out_c, r, r))
         y = ops.transpose(y, (0, 1, 4, 2, 5, 3))
         return ops.reshape(y, (-1, h * r, w * r, out_c))
 
     def compute_output_shape(self, s):
         r = self.factor
-        return (s[0], s[1] * r, s[2] * r, s[3] // (r * r))
+        return (s[0], None if s[1] is None else s[1] * r, None if s[2] is None else s[2] * r, s[3] // (r * r))
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
@@ -894,7 +941,7 @@ class ConstantPad(keras.layers.Layer):
 
     def compute_output_shape(self, s):
         (t, b), (l, r) = self.pads
-        return (s[0], s[1] + t + b, s[2] + l + r, s[3])
+        return (s[0], None if s[1] is None else s[1] + t + b, None if s[2] is None else s[2] + l + r, s[3])
 
     def get_config(self):
         return {**super().get_config(), "pads": self.pads, "value": self.value}

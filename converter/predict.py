@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 # Images per model call when predicting a folder.
@@ -58,7 +58,8 @@ def load_model(path):
 
 
 def image_input(runner):
-    """The (height, width, channels) of the model's single image input."""
+    """The (height, width, channels) of the model's single image input; a free (any) height or
+    width is None."""
     ports = runner.inputs
     if len(ports) != 1 or len(ports[0].shape) != 4:
         shapes = ", ".join(str(tuple(p.shape)) for p in ports)
@@ -66,9 +67,7 @@ def image_input(runner):
     _, height, width, channels = ports[0].shape
     if channels not in (1, 3):
         raise ConversionError(f"predict needs a 1- or 3-channel image input, the model's has {channels} channels")
-    if height is None or width is None:
-        raise ConversionError("predict needs a model with a fixed input size; this one takes any height and width")
-    return int(height), int(width), int(channels)
+    return (None if height is None else int(height)), (None if width is None else int(width)), int(channels)
 
 
 def decode_image(path, channels):
@@ -81,17 +80,19 @@ def decode_image(path, channels):
     try:
         image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
     except (tf.errors.InvalidArgumentError, ValueError) as err:
-        raise ConversionError(f"cannot be decoded as an image ({' '.join(str(err).split())[:200]})", file=path) from None
+        raise ConversionError(f"cannot be decoded as an image ({clip(err)})", file=path) from None
     return tf.cast(image, tf.float32)
 
 
 def load_image(path, height, width, channels):
     """The image at ``path`` as float32 (height, width, channels) pixels 0–255, RGB (or grey):
-    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped."""
+    scaled (bilinear, antialiased) so it covers height x width, then centre-cropped. A model
+    taking any size (height and width None) gets the image as it is."""
     import tensorflow as tf
 
     image = decode_image(path, channels)
     h, w = int(image.shape[0]), int(image.shape[1])
+    height, width = height or h, width or w
     if (h, w) != (height, width):
         factor = max(height / h, width / w)
         size = (max(height, round(h * factor)), max(width, round(w * factor)))
@@ -190,9 +191,11 @@ def predict(model, image_path, labels_path=None, k=5, output=None):
     softmax = name in model.softmax_outputs
     rankings = []
     paths = images_of(image_path)
-    for start in range(0, len(paths), BATCH):
+    # A model of any input size takes each image as it is: images of different sizes, one a call.
+    step = BATCH if height and width else 1
+    for start in range(0, len(paths), step):
         batch, ok = [], []
-        for path in paths[start : start + BATCH]:
+        for path in paths[start : start + step]:
             try:
                 batch.append(model_pixels(model, load_image(path, height, width, channels)))
                 ok.append(path)

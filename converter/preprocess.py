@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import filetype
 from .errors import ConversionError
 from .layers import ShapePreserving, register
 
@@ -88,6 +89,10 @@ def load_mean_image(path):
     else:
         from .schema import caffe_pb2
 
+        problem = filetype.wrong_file(path, "mean file")
+        if problem:
+            raise ConversionError(problem, file=path)
+
         blob = caffe_pb2.BlobProto()
         try:
             blob.ParseFromString(path.read_bytes())
@@ -137,11 +142,15 @@ def centre_crop_mean(mean, height, width, source=None):
     if mh < height or mw < width:
         raise ConversionError(
             f"the mean image is {mh}x{mw}, smaller than the {height}x{width} input; "
-            f"give per-channel values instead (--mean {','.join(f'{v:.3f}' for v in mean.mean(axis=(1, 2)))})",
+            f"give per-channel values instead (--mean {_channel_means(mean)})",
             file=source,
         )
     top, left = (mh - height) // 2, (mw - width) // 2
     return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0), dtype=np.float32)
+
+
+def _channel_means(mean):
+    return ",".join(f"{v:.3f}" for v in mean.mean(axis=(1, 2)))
 
 
 def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=None, name=None):
@@ -154,6 +163,10 @@ def make_layer(input_shape, mean=None, scale=1.0, rgb_input=False, mean_source=N
     kwargs = {"scale": scale, "rgb_input": rgb_input, "mean_source": mean_source}
     image = None
     if isinstance(mean, np.ndarray):
+        if height is None or width is None:
+            raise ConversionError("a mean image is cropped to the input's size, which is free here: give per-channel "
+                                  f"values (--mean {_channel_means(mean)}) or a fixed "
+                                  "--input-shape", file=mean_source)
         if mean.shape[0] != channels:
             raise ConversionError(f"the mean image has {mean.shape[0]} channels, the input {channels}", file=mean_source)
         image = centre_crop_mean(mean, height, width, source=mean_source)

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from .errors import ConversionError
+from . import filetype
+from .errors import ConversionError, clip
 from .schema import V1_TYPES, caffe_pb2
 
+# What prototxt files are called.
+PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
 # Layers that read data from disk or memory in Caffe: for inference their first top is an input.
 DATA_TYPES = {
     "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData",
@@ -93,7 +96,7 @@ def parse_text(text, path=None, message=None):
             if msg.startswith(quoted):
                 msg = msg[len(quoted):]
         # The offending token may be a control character of a garbled file: show it escaped.
-        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg[:300])
+        msg = clip("".join(c if c.isprintable() else repr(c)[1:-1] for c in msg))
         raise ConversionError(
             f"not a valid Caffe prototxt: {msg}", file=path, line=err.GetLine(), column=err.GetColumn()
         ) from None
@@ -105,13 +108,16 @@ def read_text(path):
     if not path.exists():
         raise ConversionError("no such file", file=path)
     if path.is_dir():
-        raise ConversionError("is a directory, expected a .prototxt file", file=path)
+        raise ConversionError(filetype.wrong_directory(path, "prototxt", PROTOTXT_SUFFIXES), file=path)
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # saved as UTF-16 by a Windows editor
         with contextlib.suppress(UnicodeError):
             data = data.decode("utf-16").encode("utf-8")
     if not data.strip():
-        raise ConversionError("is empty, expected a Caffe prototxt", file=path)
+        raise ConversionError("is empty, expected a Caffe prototxt (an interrupted download?)", file=path)
+    problem = filetype.wrong_file(path, "prototxt", head=data[: filetype.HEAD_BYTES])
+    if problem:
+        raise ConversionError(problem, file=path)
     if b"\x00" in data[:4096]:
         raise ConversionError(
             "is a binary file, not a text prototxt (a .caffemodel given in place of the prototxt?)",
@@ -125,7 +131,12 @@ def read_text(path):
 
 def load(path, phase="TEST"):
     """Read a prototxt file into a :class:`NetDef` for the given phase."""
-    net = parse_text(read_text(path), path=str(path))
+    text = read_text(path)
+    if filetype.is_solver(text):
+        named = re.search(r'^\s*(?:net|train_net)\s*:\s*"([^"]*)"', text, re.MULTILINE)
+        raise ConversionError("is a solver prototxt, not a network: give the network's prototxt"
+                              + (f" ({named.group(1)})" if named else ""), file=path)
+    net = parse_text(text, path=str(path))
     return netdef_from_proto(net, phase=phase, path=str(path))
 
 

@@ -2,6 +2,11 @@
 
 Shapes are tuples in Caffe order. A shape function takes the node (its ``param`` is the
 LayerParameter) and the bottom shapes and returns the list of top shapes.
+
+A dimension may be None: a size free until the model runs (``--input-shape data=1,3,?,?``).
+Types registered with ``any_size`` take such bottoms and carry None through their formula (a
+size computed from a free one is free); they refuse with :func:`fixed_size` where they cannot
+(a Slice along a free axis). Every other type needs fixed sizes, and says why when it can.
 """
 
 import math
@@ -11,6 +16,10 @@ from .errors import ConversionError
 from .prototxt import python_layer_params
 
 SHAPES = {}
+# Types whose shape function, and translator, take free (None) dimensions.
+ANY_SIZE = set()
+# Why a type needs fixed sizes, where there is more to say than that it does.
+FIXED_BECAUSE = {}
 
 # Types whose single top has the shape of their first bottom.
 ELEMENTWISE = [
@@ -20,10 +29,14 @@ ELEMENTWISE = [
 ]
 
 
-def shape(*types):
+def shape(*types, any_size=False, fixed_because=None):
     def register(fn):
         for t in types:
             SHAPES[t] = fn
+            if any_size:
+                ANY_SIZE.add(t)
+            if fixed_because:
+                FIXED_BECAUSE[t] = fixed_because
         return fn
 
     return register
@@ -33,7 +46,28 @@ def infer(node, bottom_shapes):
     fn = SHAPES.get(node.type)
     if fn is None:
         raise ConversionError(f"unsupported layer type '{node.type}'")
-    return fn(node, [tuple(s) for s in bottom_shapes])
+    bottoms = [tuple(s) for s in bottom_shapes]
+    if node.type not in ANY_SIZE and any(free(*b) for b in bottoms):
+        raise fixed_size(node.type, FIXED_BECAUSE.get(node.type))
+    return fn(node, bottoms)
+
+
+def free(*dims):
+    """Whether any of ``dims`` is free (None)."""
+    return any(d is None for d in dims)
+
+
+def shape_text(shape):
+    """``2x4x?x?``: a shape with its free sizes, for messages."""
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def fixed_size(what, why=None):
+    """The error of a layer that needs the input's height and width fixed."""
+    return ConversionError(
+        f"{what} needs a fixed input size{f' ({why})' if why else ''}: give --input-shape with a fixed height and "
+        "width, or cut the network before this layer with --outputs"
+    )
 
 
 def canonical_axis(axis, rank, what="axis"):
@@ -77,19 +111,19 @@ def needs_4d(shape, what):
     return shape
 
 
-@shape(*ELEMENTWISE)
+@shape(*ELEMENTWISE, any_size=True)
 def shape_elementwise(node, bottoms):
     return [bottoms[0]]
 
 
-@shape("BatchNorm")
+@shape("BatchNorm", any_size=True)
 def shape_batch_norm(node, bottoms):
     if len(bottoms[0]) < 2:
         raise ConversionError(f"BatchNorm needs a bottom with a channel axis, got {list(bottoms[0])}")
     return [bottoms[0]]
 
 
-@shape("PReLU", "Normalize")
+@shape("PReLU", "Normalize", any_size=True)
 def shape_channelwise_legacy(node, bottoms):
     """Same shape; Caffe reads the channels with its legacy accessors and needs 2 to 4 axes."""
     if len(bottoms[0]) < 2:
@@ -98,20 +132,20 @@ def shape_channelwise_legacy(node, bottoms):
     return [bottoms[0]]
 
 
-@shape("MVN")
+@shape("MVN", any_size=True)
 def shape_mvn(node, bottoms):
     """MVN reshapes its top to (num, channels, height, width): 4-D whatever the bottom's rank."""
     return [legacy_shape(bottoms[0], "MVN")]
 
 
-@shape("LRN", "BN", "ShuffleChannel")
+@shape("LRN", "BN", "ShuffleChannel", any_size=True)
 def shape_same_4d(node, bottoms):
     if node.type == "ShuffleChannel" and node.param.shuffle_channel_param.group < 1:
         raise ConversionError("ShuffleChannel group must be positive")
     return [needs_4d(bottoms[0], node.type)]
 
 
-@shape("Eltwise")
+@shape("Eltwise", any_size=True)
 def shape_eltwise(node, bottoms):
     for b in bottoms[1:]:
         if b != bottoms[0]:
@@ -119,7 +153,7 @@ def shape_eltwise(node, bottoms):
     return [bottoms[0]]
 
 
-@shape("Split")
+@shape("Split", any_size=True)
 def shape_split(node, bottoms):
     return [bottoms[0]] * len(node.param.top)
 
@@ -138,7 +172,7 @@ def conv_geometry(p, bottom):
     return kernel, stride, pad, dilation
 
 
-@shape("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+@shape("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", any_size=True)
 def shape_convolution(node, bottoms):
     p = node.param.convolution_param
     kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
@@ -146,18 +180,18 @@ def shape_convolution(node, bottoms):
     out = [n, p.num_output]
     for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
         extent = d * (k - 1) + 1
-        out.append((size + 2 * q - extent) // s + 1)
+        out.append(None if size is None else (size + 2 * q - extent) // s + 1)
     return [tuple(out)]
 
 
-@shape("Deconvolution")
+@shape("Deconvolution", any_size=True)
 def shape_deconvolution(node, bottoms):
     p = node.param.convolution_param
     kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
     n, c, h, w = bottoms[0]
     out = [n, p.num_output]
     for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
-        out.append(s * (size - 1) + d * (k - 1) + 1 - 2 * q)
+        out.append(None if size is None else s * (size - 1) + d * (k - 1) + 1 - 2 * q)
     return [tuple(out)]
 
 
@@ -186,6 +220,9 @@ def pool_geometry(p, bottom):
     rounding = math.ceil if pool_ceil(p) else math.floor
     out = []
     for size, k, s, q in zip((h, w), kernel, stride, pad):
+        if size is None:
+            out.append(None)
+            continue
         pooled = int(rounding((size + 2 * q - k) / s)) + 1
         # Caffe drops a last window that would start inside the padding.
         if any(pad) and (pooled - 1) * s >= size + q:
@@ -194,22 +231,26 @@ def pool_geometry(p, bottom):
     return kernel, stride, pad, tuple(out)
 
 
-@shape("Pooling")
+@shape("Pooling", any_size=True)
 def shape_pooling(node, bottoms):
     _, _, _, out = pool_geometry(node.param.pooling_param, bottoms[0])
     n, c = bottoms[0][:2]
     tops = [(n, c) + out]
+    if len(node.param.top) > 1 and free(*out):
+        raise fixed_size("Pooling with a mask top", "its unpooling layer writes into a map of one size")
     return tops * len(node.param.top)  # a second top is the MAX argmax mask
 
 
-@shape("InnerProduct")
+@shape("InnerProduct", any_size=True)
 def shape_inner_product(node, bottoms):
     p = node.param.inner_product_param
     axis = canonical_axis(p.axis, len(bottoms[0]))
+    if free(*bottoms[0][axis:]):
+        raise fixed_size("InnerProduct over the spatial axes", "its weights span the flattened C×H×W")
     return [bottoms[0][:axis] + (p.num_output,)]
 
 
-@shape("Concat")
+@shape("Concat", any_size=True)
 def shape_concat(node, bottoms):
     p = node.param.concat_param
     axis = p.concat_dim if p.HasField("concat_dim") else p.axis
@@ -218,7 +259,7 @@ def shape_concat(node, bottoms):
     for b in bottoms[1:]:
         if len(b) != len(out) or any(b[i] != out[i] for i in range(len(out)) if i != axis):
             raise ConversionError(f"Concat inputs {list(bottoms[0])} and {list(b)} differ off axis {axis}")
-        out[axis] += b[axis]
+        out[axis] = None if free(out[axis], b[axis]) else out[axis] + b[axis]
     return [tuple(out)]
 
 
@@ -228,6 +269,8 @@ def slice_points(node, bottom):
     axis = canonical_axis(axis, len(bottom))
     n_tops = len(node.param.top)
     size = bottom[axis]
+    if size is None:
+        raise fixed_size("Slice along a spatial axis", "its slice points cut one size")
     if p.slice_point:
         points = list(p.slice_point)
         if len(points) != n_tops - 1:
@@ -242,7 +285,7 @@ def slice_points(node, bottom):
     return axis, bounds
 
 
-@shape("Slice")
+@shape("Slice", any_size=True)
 def shape_slice(node, bottoms):
     axis, bounds = slice_points(node, bottoms[0])
     out = []
@@ -253,7 +296,7 @@ def shape_slice(node, bottoms):
     return out
 
 
-@shape("Flatten")
+@shape("Flatten", any_size=True)
 def shape_flatten(node, bottoms):
     p = node.param.flatten_param
     b = bottoms[0]
@@ -261,7 +304,16 @@ def shape_flatten(node, bottoms):
     end = canonical_axis(p.end_axis, len(b))
     if end < start:
         raise ConversionError(f"Flatten end_axis {p.end_axis} comes before axis {p.axis} in a blob of {len(b)} axes")
-    return [b[:start] + (math.prod(b[start : end + 1]),) + b[end + 1 :]]
+    merged = None if free(*b[start : end + 1]) else math.prod(b[start : end + 1])
+    return [one_free_axis(b[:start] + (merged,) + b[end + 1 :], "Flatten")]
+
+
+def one_free_axis(shape, what):
+    """``shape``, refused when it has several free axes: a view can leave one size to be
+    computed when the model runs, not more."""
+    if sum(d is None for d in shape) > 1:
+        raise fixed_size(f"{what} into {shape_text(shape)}", "a view can leave one size free, not more")
+    return shape
 
 
 def reshape_target(p, bottom):
@@ -291,6 +343,12 @@ def reshape_target(p, bottom):
         else:
             new.append(d)
     out = list(bottom[:axis]) + new + list(bottom[end:])
+    if free(*bottom):
+        if infer_at is not None:
+            out[axis + infer_at] = None
+        if not free(*out):
+            raise fixed_size(f"Reshape into {shape_text(out)}", "its explicit dimensions fix the element count")
+        return one_free_axis(tuple(out), "Reshape")
     total = math.prod(bottom)
     if infer_at is not None:
         rest = math.prod(out)
@@ -302,12 +360,12 @@ def reshape_target(p, bottom):
     return tuple(out)
 
 
-@shape("Reshape")
+@shape("Reshape", any_size=True)
 def shape_reshape(node, bottoms):
     return [reshape_target(node.param.reshape_param, bottoms[0])]
 
 
-@shape("Crop")
+@shape("Crop", any_size=True)
 def shape_crop(node, bottoms):
     if len(bottoms) != 2:
         raise ConversionError("Crop needs two bottoms (the blob and the reference)")
@@ -326,19 +384,19 @@ def permute_order(p, rank):
     return order + [a for a in range(rank) if a not in order]
 
 
-@shape("Permute")
+@shape("Permute", any_size=True)
 def shape_permute(node, bottoms):
     order = permute_order(node.param.permute_param, len(bottoms[0]))
     return [tuple(bottoms[0][a] for a in order)]
 
 
-@shape("Reduction")
+@shape("Reduction", any_size=True)
 def shape_reduction(node, bottoms):
     axis = canonical_axis(node.param.reduction_param.axis, len(bottoms[0]))
     return [bottoms[0][:axis]]
 
 
-@shape("ArgMax")
+@shape("ArgMax", any_size=True)
 def shape_argmax(node, bottoms):
     p = node.param.argmax_param
     b = bottoms[0]
@@ -346,21 +404,25 @@ def shape_argmax(node, bottoms):
         raise ConversionError("ArgMax top_k must be at least 1")
     if p.HasField("axis"):
         axis = canonical_axis(p.axis, len(b))
+        if b[axis] is None:
+            raise fixed_size("ArgMax along a spatial axis", "its top_k must fit the axis")
         if p.top_k > b[axis]:
             raise ConversionError(f"top_k {p.top_k} exceeds axis size {b[axis]}")
         return [b[:axis] + (p.top_k,) + b[axis + 1 :]]
+    if free(*b):
+        raise fixed_size("ArgMax over whole items", "its top_k must fit the item")
     if p.top_k > math.prod(b[1:]):
         raise ConversionError(f"top_k {p.top_k} exceeds the {math.prod(b[1:])} values of each item")
     # Caffe keeps the bottom's rank (at least 3): (N, 1 or 2, top_k, 1, ...).
     return [(b[0], 2 if p.out_max_val else 1, p.top_k) + (1,) * (len(b) - 3)]
 
 
-@shape("Tile")
+@shape("Tile", any_size=True)
 def shape_tile(node, bottoms):
     p = node.param.tile_param
     b = list(bottoms[0])
     axis = canonical_axis(p.axis, len(b))
-    b[axis] *= p.tiles
+    b[axis] = None if b[axis] is None else b[axis] * p.tiles
     return [tuple(b)]
 
 
@@ -374,7 +436,7 @@ def shape_embed(node, bottoms):
 # --- fork layers (SSD, YOLO, SegNet/ENet, PSPNet, ShuffleNet, SENet) ---
 
 
-@shape("Axpy")
+@shape("Axpy", any_size=True)
 def shape_axpy(node, bottoms):
     """SENet's ``a * x + y``: bottoms (N, C, 1, 1) scale, x and y; the top has x's shape."""
     if len(bottoms) != 3:
@@ -418,7 +480,7 @@ def priors_per_cell(p):
     return len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
 
 
-@shape("PriorBox")
+@shape("PriorBox", fixed_because="its boxes are laid out for one feature-map and image size")
 def shape_prior_box(node, bottoms):
     _, _, h, w = legacy_shape(bottoms[0], "PriorBox")
     return [(1, 2, h * w * priors_per_cell(node.param.prior_box_param) * 4)]
@@ -458,19 +520,21 @@ def nearest_scale(p):
     return p.scale if p.HasField("scale") else 1
 
 
-@shape("Upsample")
+@shape("Upsample", any_size=True)
 def shape_upsample(node, bottoms):
     p = node.param.upsample_param
     n, c, h, w = needs_4d(bottoms[0], "Upsample")
     if len(bottoms) == 2:
+        if free(h, w):
+            raise fixed_size("Upsample by a mask", "it unpools into a map of one size")
         if bottoms[1] != bottoms[0]:
             raise ConversionError(f"Upsample mask {list(bottoms[1])} differs from its input {list(bottoms[0])}")
         return [(n, c) + upsample_size(p, bottoms[0])]
     s = nearest_scale(p)
-    return [(n, c, h * s, w * s)]
+    return [(n, c, None if h is None else h * s, None if w is None else w * s)]
 
 
-@shape("BilinearInterpolate")
+@shape("BilinearInterpolate", fixed_because="its interpolation weights are computed for one input size")
 def shape_bilinear_interpolate(node, bottoms):
     p = node.param.bilinear_interpolate_param
     if not (p.dst_h and p.dst_w):
@@ -502,25 +566,25 @@ def interp_size(p, bottoms):
     raise ConversionError("Interp needs height and width, zoom_factor or shrink_factor")
 
 
-@shape("Interp")
+@shape("Interp", fixed_because="its interpolation weights are computed for one input and output size")
 def shape_interp(node, bottoms):
     return [bottoms[0][:2] + interp_size(node.param.interp_param, bottoms)]
 
 
-@shape("PixelShuffle")
+@shape("PixelShuffle", any_size=True)
 def shape_pixel_shuffle(node, bottoms):
     r = node.param.pixelshuffle_param.upscale_factor
     n, c, h, w = needs_4d(bottoms[0], "PixelShuffle")
     if r < 1 or c % (r * r):
         raise ConversionError(f"PixelShuffle upscale_factor {r} does not divide {c} channels into r*r groups")
-    return [(n, c // (r * r), h * r, w * r)]
+    return [(n, c // (r * r), None if h is None else h * r, None if w is None else w * r)]
 
 
-@shape("Pad")
+@shape("Pad", any_size=True)
 def shape_pad(node, bottoms):
     p = node.param.pad_param
     n, c, h, w = needs_4d(bottoms[0], "Pad")
-    return [(n, c, h + p.pad_u + p.pad_d, w + p.pad_l + p.pad_r)]
+    return [(n, c, None if h is None else h + p.pad_u + p.pad_d, None if w is None else w + p.pad_l + p.pad_r)]
 
 
 @shape("Reorg")
@@ -544,7 +608,7 @@ def shape_reorg(node, bottoms):
 NOT_CONVERTIBLE = ("ROIAlign",)
 
 
-@shape("YoloDetectionOutput")
+@shape("YoloDetectionOutput", fixed_because="its rows are the cells of one grid size")
 def shape_yolo_detection_output(node, bottoms):
     """One row per anchor box of the grid: the kept detections, then padding rows."""
     p = node.param.yolo_detection_output_param
@@ -562,7 +626,7 @@ def shape_yolo_detection_output(node, bottoms):
     return [(1, 1, h * w * p.num_box, 7)]
 
 
-@shape("Yolov3DetectionOutput")
+@shape("Yolov3DetectionOutput", fixed_because="its rows are the cells of one grid size per scale")
 def shape_yolov3_detection_output(node, bottoms):
     """One row per (cell, anchor, class) of every scale: the kept detections, then padding rows."""
     p = node.param.yolov3_detection_output_param
@@ -665,7 +729,7 @@ def proposal_rows(settings, bottoms):
     return min(settings.post_nms_top_n, candidates) if settings.post_nms_top_n > 0 else candidates
 
 
-@shape("Proposal")
+@shape("Proposal", fixed_because="its anchors are laid out for one score-map size")
 def shape_proposal(node, bottoms):
     """rois (R, 5) and, with a second top, their scores (R, 1); R is fixed (see proposal_rows)."""
     rows = proposal_rows(proposal_settings(node.param), bottoms)
@@ -675,9 +739,11 @@ def shape_proposal(node, bottoms):
     return [(rows, 5), (rows, 1)][:tops]
 
 
-@shape("Python")
+@shape("Python", any_size=True)
 def shape_python(node, bottoms):
     if is_proposal_layer(node.param):
+        if any(free(*b) for b in bottoms):
+            raise fixed_size("the proposal layer", FIXED_BECAUSE["Proposal"])
         return shape_proposal(node, bottoms)
     raise ConversionError(refusal(node))
 
@@ -733,6 +799,6 @@ def refusal(node):
     return f"{what}; cut the network before it with --outputs BLOB (e.g. --outputs {','.join(node.param.bottom)})"
 
 
-@shape(*NOT_CONVERTIBLE)
+@shape(*NOT_CONVERTIBLE, any_size=True)
 def shape_refused(node, bottoms):
     raise ConversionError(refusal(node))

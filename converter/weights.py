@@ -9,6 +9,7 @@ copied), and land in a new 64-byte aligned array that :func:`variable_value` han
 TensorFlow without a further copy.
 """
 
+import math
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,32 @@ def _hwio(w):
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(copy_block, starts))
     return out
+
+
+def fit_blobs(layer_type, blobs, expected):
+    """A layer's caffemodel ``blobs`` in the ``expected`` shapes (see
+    :func:`caffe2keras.graph.learned_shapes`; None accepts any shape, and the blob may be
+    absent). A blob holding the same data in a legacy 4-D shape, as V1 caffemodels store an
+    InnerProduct weight (1x1xNxK), is reshaped. Raises ValueError saying what disagrees."""
+    problem = blob_problem(layer_type, [b.shape for b in blobs], expected)
+    if problem:
+        raise ValueError(problem)
+    return [b if shape is None or b.shape == tuple(shape) else b.reshape(shape) for b, shape in zip(blobs, expected)]
+
+
+def blob_problem(layer_type, held, expected):
+    """What keeps blobs of the shapes ``held`` from being the layer's ``expected`` ones, or None
+    (see :func:`fit_blobs`)."""
+    required = sum(1 for s in expected if s is not None)
+    if len(held) < required or len(held) > len(expected):
+        return f"caffemodel holds {len(held)} blob(s) for this {layer_type} layer, the prototxt implies {required}"
+    for i, (shape, want) in enumerate(zip(held, expected)):
+        if want is None or tuple(shape) == tuple(want):
+            continue
+        squeezed = [d for d in shape if d != 1]
+        if math.prod(shape) != math.prod(want) or squeezed != [d for d in want if d != 1]:
+            return f"blob {i} has shape {list(shape)} in the caffemodel, the prototxt implies {list(want)}"
+    return None
 
 
 def conv_kernel(w):

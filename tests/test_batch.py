@@ -12,7 +12,7 @@ from conftest import GOLDEN
 from helpers import assert_close
 
 from caffe2keras import preprocess
-from caffe2keras.cli import main
+from caffe2keras.cli import EXIT_BATCH_FAILED, main
 
 ZOO = GOLDEN / "zoo"
 
@@ -49,7 +49,7 @@ def test_folder_of_model_folders_converts_each_and_reports_failures(tmp_path):
     out, report = tmp_path / "out", tmp_path / "report.json"
 
     result = run(models, "-o", out, "--report", report)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == EXIT_BATCH_FAILED, result.output
     records = {r["name"]: r for r in json.loads(report.read_text())["models"]}
     assert sorted(records) == ["ambiguous", "broken", "cifar10_quick", "lenet"]
     assert records["lenet"]["status"] == records["cifar10_quick"]["status"] == "ok"
@@ -97,7 +97,7 @@ def test_yaml_manifest_and_one_bad_entry(tmp_path):
     )
     report = tmp_path / "r.json"
     result = run(manifest, "-o", tmp_path / "out", "--report", report)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_BATCH_FAILED
     records = {r["name"]: r for r in json.loads(report.read_text())["models"]}
     assert records["good"]["status"] == "ok"
     assert "unknown option(s): meen" in records["typo"]["error"]
@@ -155,7 +155,7 @@ def test_manifest_names_cannot_leave_the_output_folder(tmp_path, name, fmt):
     manifest = manifest_naming(root, name, fmt)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     result = run(manifest, "-o", out, "--report", report, "--force")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == EXIT_BATCH_FAILED, result.output
     (record,) = json.loads(report.read_text())["models"]
     assert record["status"] == "failed" and not record["internal"]
     assert "outputs stay inside the output folder" in record["error"] or "unknown format" in record["error"]
@@ -175,7 +175,7 @@ def test_a_symbolic_link_in_the_output_folder_leading_out_is_refused(tmp_path, f
     (out / ("model" if fmt == "savedmodel" else "model.keras")).symlink_to(victim if fmt == "savedmodel" else victim / "precious")
     report = tmp_path / "report.json"
     result = run(manifest_naming(tmp_path, "model", fmt), "-o", out, "--report", report, "--force")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == EXIT_BATCH_FAILED, result.output
     (record,) = json.loads(report.read_text())["models"]
     assert "a symbolic link leading outside the output folder" in record["error"]
     assert sorted(p.name for p in victim.iterdir()) == ["precious"]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import GOLDEN, shared_path
 from helpers import write_caffemodel
 
-from caffe2keras.cli import main
+from caffe2keras.cli import EXIT_MISMATCH, main
 
 NET = GOLDEN / "zoo" / "bvlc_googlenet"
 PROTOTXT, CAFFEMODEL = str(NET / "deploy.prototxt"), str(NET / "weights.caffemodel")
@@ -45,7 +45,7 @@ def test_convert_json_summary_describes_the_model(converted):
     model = keras.models.load_model(path, safe_mode=True, compile=False)
     assert summary["parameters"] == model.count_params() == 111287
     assert summary["format"] == "keras" and summary["output"] == str(path)
-    assert summary["inputs"] == [{"name": "data", "caffe_shape": [2, 3, 224, 224]}]
+    assert summary["inputs"] == [{"name": "data", "caffe_shape": [2, 3, 224, 224], "keras_shape": [224, 224, 3]}]
     assert summary["outputs"] == [{"name": "prob", "caffe_shape": [2, 125], "keras_shape": [125]}]
     assert summary["preprocess"] is None
 
@@ -58,13 +58,12 @@ def test_convert_quiet_prints_nothing(tmp_path):
 
 
 def test_inspect_lists_layers_shapes_and_params_without_building(converted, monkeypatch):
-    from caffe2keras import api, translate
+    from caffe2keras import translate
 
     def no_keras(*args, **kwargs):
         raise AssertionError("inspect built a Keras model")
 
     monkeypatch.setattr(translate, "build_model", no_keras)
-    monkeypatch.setattr(api, "build_model", no_keras)
     result = run("inspect", PROTOTXT, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -135,7 +134,7 @@ def test_verify_fails_and_names_the_first_wrong_layer(converted, tmp_path):
     broken = tmp_path / "broken.keras"
     model.save(broken)
     result = run("verify", PROTOTXT, CAFFEMODEL, broken)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == EXIT_MISMATCH, result.output
     assert "first: inception_4a/3x3" in result.stdout
     failing = [line for line in result.stdout.splitlines() if "FAIL" in line]
     assert any(line.split()[1] == "inception_4a/3x3" for line in failing)
@@ -347,7 +346,7 @@ def test_verify_turns_off_opencvs_winograd_convolution(tmp_path, monkeypatch):
     read = cv2.dnn.readNetFromCaffe
     monkeypatch.setattr(cv2.dnn, "readNetFromCaffe", lambda *a: WinogradOn(read(*a)))
     result = run("verify", prototxt, weights, model)
-    assert result.exit_code == 1 and "first: conv2" in result.stdout
+    assert result.exit_code == 3 and "first: conv2" in result.stdout
 
 
 def test_verify_without_opencv_says_which_extra_to_install(converted, monkeypatch):

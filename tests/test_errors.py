@@ -122,7 +122,7 @@ def case_zero_input_dimension(tmp_path):
 def case_non_positive_input_shape_argument(tmp_path):
     path = small_net(tmp_path, 'layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }\n')
     return dict(args=(path,), kwargs=dict(input_shapes={"data": (1, 3, -4, 8)}),
-                says=["input 'data' has a non-positive dimension: [1, 3, -4, 8]"])
+                says=["input shape 'data=1,3,-4,8': dimensions must be positive"])
 
 
 def case_zero_num_output(tmp_path):

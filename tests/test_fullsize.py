@@ -18,6 +18,7 @@ from helpers import assert_close, model_inputs
 
 from caffe2keras import caffe_pb2
 from caffe2keras.api import build
+from caffe2keras.errors import ConversionWarning
 from caffe2keras.cli import main
 
 AUX_LAYERS = {
@@ -74,11 +75,11 @@ def test_fullsize_googlenet_matches_caffe(googlenet):
 
 
 def test_fullsize_googlenet_ignores_auxiliary_classifiers_with_one_warning(googlenet, capfd):
-    conversion = build(str(googlenet["prototxt"]), str(googlenet["with_aux"]), input_shapes={"data": (1, 3, 224, 224)})
-    err = capfd.readouterr().err
-    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1, err
-    assert all(name in warnings[0] for name in AUX_LAYERS)
+    with pytest.warns(ConversionWarning) as caught:
+        conversion = build(str(googlenet["prototxt"]), str(googlenet["with_aux"]),
+                           input_shapes={"data": (1, 3, 224, 224)})
+    assert len(caught) == 1 and capfd.readouterr().err == ""
+    assert all(name in str(caught[0].message) for name in AUX_LAYERS)
     _check(conversion.model, conversion, googlenet)
 
 
@@ -89,6 +90,8 @@ def test_fullsize_googlenet_cli_file_reloads_in_safe_mode(googlenet, suffix):
         main, [str(googlenet["prototxt"]), str(googlenet["with_aux"]), "-o", str(out), "--input-shape", "1,3,224,224"]
     )
     assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert all(name in warning for name in AUX_LAYERS)
     model = keras.models.load_model(out, safe_mode=True, compile=False)
     x = googlenet["inputs"]["data"].transpose(0, 2, 3, 1)
     prob = np.asarray(model(x, training=False))

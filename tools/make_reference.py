@@ -1,14 +1,16 @@
 """Make a golden fixture with real Caffe (the oracle that ../shared/oracle/build.sh builds).
 
     python tools/make_reference.py NET.prototxt OUT_DIR [--weights W.caffemodel] [--seed 71]
-        [--randomize] [--inputs inputs.npz] [--name NAME]
+        [--randomize] [--inputs inputs.npz] [--name NAME] [--outputs-only]
 
 OUT_DIR receives the golden layout (fixtures/golden/README.md): ``deploy.prototxt`` (the text as
 given), ``weights.caffemodel`` (the given one copied, or the one Caffe ran with: its fillers'
 values, or seeded random values with ``--randomize``), ``expected.npz`` (``input/<blob>`` and
 ``layer/<layer>/<top>`` for every top right after its layer ran) and ``meta.json`` (layers in
-execution order with statistics of every top). Every value comes from real Caffe; nothing here
-computes an expected value itself.
+execution order with statistics of every top). With ``--outputs-only`` expected.npz keeps the
+inputs and the network outputs, and every other top is checked through the samples in meta.json
+(the zoo replicas' layout), for nets whose tops would weigh megabytes. Every value comes from real
+Caffe; nothing here computes an expected value itself.
 """
 
 import argparse
@@ -26,7 +28,7 @@ import caffe_oracle  # noqa: E402
 GENERATOR = "real Caffe (brocolli-caffe 9.0.2: BVLC + SSD fork, CPU build, pycaffe), float32, via tools/make_reference.py"
 
 
-def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None, name=None):
+def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None, name=None, outputs_only=False):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = Path(prototxt).read_text()
@@ -46,6 +48,10 @@ def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None,
     )
     result = caffe_oracle.run_one(job)
     arrays = {k: v for k, v in result.arrays.items() if not k.startswith("output/")}
+    if outputs_only:
+        last = {top: f"layer/{layer['name']}/{top}" for layer in result.layers for top in layer["tops"]}
+        kept = {last[blob] for blob in result.outputs}
+        arrays = {k: v for k, v in arrays.items() if k.startswith("input/") or k in kept}
     np.savez_compressed(out_dir / "expected.npz", **arrays)
     meta = {
         "network": name or out_dir.name,
@@ -55,7 +61,7 @@ def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None,
         "outputs": sorted(result.outputs),
         "layers": result.layers,
         "weights_sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
-        "full_tensors": "every layer top",
+        "full_tensors": "outputs only" if outputs_only else "every layer top",
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
@@ -71,13 +77,15 @@ def main(argv=None):
                         help="seeded random values for every learned blob (valid BatchNorm statistics)")
     parser.add_argument("--inputs", help="an .npz with one NCHW array per input blob (default: seeded N(0,1))")
     parser.add_argument("--name", help="the network's name in meta.json (default: OUT_DIR's name)")
+    parser.add_argument("--outputs-only", action="store_true",
+                        help="keep only inputs and outputs in expected.npz (other tops: samples in meta.json)")
     args = parser.parse_args(argv)
     if caffe_oracle.interpreter() is None:
         parser.exit(2, f"error: {caffe_oracle.missing_reason()}\n")
     inputs = dict(np.load(args.inputs)) if args.inputs else None
     try:
         meta = make(args.prototxt, args.out_dir, weights=args.weights, seed=args.seed,
-                    randomize=args.randomize, inputs=inputs, name=args.name)
+                    randomize=args.randomize, inputs=inputs, name=args.name, outputs_only=args.outputs_only)
     except caffe_oracle.OracleError as err:
         parser.exit(2, f"error: Caffe refused {args.prototxt}: {err}\n")
     print(f"{args.out_dir}: {len(meta['layers'])} layers, outputs {', '.join(meta['outputs'])}")

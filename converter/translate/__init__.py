@@ -14,11 +14,10 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .. import naming
+from .. import naming, weights
 from .._lazy import blobtable, keras, preprocess
 from ..errors import ConversionError, InternalError
+from ..graph import learned_shapes
 from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
 from ..shapes import legacy_shape
 
@@ -107,41 +106,19 @@ class Context:
     def caffe(self, tensor, node):
         return self.as_layout(tensor, CAFFE, node)
 
-    def params(self, node, shapes):
-        """The node's learned blobs, checked against the Caffe shapes the prototxt implies.
-
-        Returns None when converting without a caffemodel. ``shapes`` lists the expected shape of
-        each blob; an entry of None accepts any shape (and the blob may be absent).
-        """
+    def params(self, node):
+        """The node's learned blobs, checked against the Caffe shapes the prototxt implies
+        (:func:`~caffe2keras.graph.learned_shapes`). None when converting without a caffemodel."""
         if self.weights is None:
             return None
         blobs = self.weights.take(node.name)
         if blobs is None:
             raise self.fail(node, f"{node.type} layer has no weights in the caffemodel")
-        required = sum(1 for s in shapes if s is not None)
-        if len(blobs) < required or len(blobs) > len(shapes):
-            raise self.fail(
-                node, f"caffemodel holds {len(blobs)} blob(s) for this {node.type} layer, the prototxt implies {required}"
-            )
-        out = []
-        for i, (blob, expected) in enumerate(zip(blobs, shapes)):
-            if expected is not None:
-                blob = fit_shape(blob, tuple(expected), lambda got, exp, i=i: self.fail(
-                    node, f"blob {i} has shape {list(got)} in the caffemodel, the prototxt implies {list(exp)}"
-                ))
-            out.append(blob)
-        return out
-
-
-def fit_shape(blob, expected, error):
-    """``blob`` reshaped to ``expected`` when it is the same data in a legacy 4-D (num, channels,
-    height, width) shape, as V1 caffemodels store an InnerProduct weight as 1x1xNxK."""
-    if blob.shape == expected:
-        return blob
-    squeeze = tuple(d for d in blob.shape if d != 1)
-    if blob.size == int(np.prod(expected)) and squeeze == tuple(d for d in expected if d != 1):
-        return blob.reshape(expected)
-    raise error(blob.shape, expected)
+        expected = learned_shapes(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
+        try:
+            return weights.fit_blobs(node.type, blobs, expected)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
 
 
 @dataclass
@@ -201,7 +178,9 @@ def build_model(graph, weights=None, preprocessing=None):
             value, layout = out if isinstance(out, tuple) else (out, canonical(shape))
             expected = keras_shape(shape, layout)
             got = tuple(value.shape)
-            if len(got) != len(expected) or any(g is not None and g != e for g, e in zip(got[1:], expected[1:])):
+            if len(got) != len(expected) or any(
+                g is not None and e is not None and g != e for g, e in zip(got[1:], expected[1:])
+            ):
                 raise InternalError(
                     f"internal: built tensor {got} but Caffe's shape is {list(shape)} ({layout})",
                     file=graph.path,
@@ -229,7 +208,5 @@ def build_model(graph, weights=None, preprocessing=None):
         else:
             outputs.append(keras.layers.Identity(name=names.outputs[i])(values[bid].value))
 
-    if weights is not None:
-        weights.warn_unused()
     model = keras.Model(inputs=inputs, outputs=outputs, name=names.model)
     return Conversion(model=model, graph=graph, tensors=values, names=names)

@@ -3,10 +3,7 @@
 They work in whatever layout their bottom has, so they never cause a transpose.
 """
 
-import numpy as np
-
 from .._lazy import keras, layers
-from ..layout import NHWC
 from . import translator
 
 
@@ -36,12 +33,11 @@ def relu6(ctx, node, inputs):
 def prelu(ctx, node, inputs):
     x = inputs[0]
     p = node.param.prelu_param
-    channels = x.shape[1] if x.rank > 1 else 1
     channel_axis = x.axis(1) if x.rank > 1 else None
     shared = [a for a in range(1, x.rank) if p.channel_shared or a != channel_axis]
     layer = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(node))
     y = layer(x.value)
-    params = ctx.params(node, [(1,) if p.channel_shared else (channels,)])
+    params = ctx.params(node)
     if params is not None:
         layer.set_weights([params[0].reshape(layer.get_weights()[0].shape)])
     return [(y, x.layout)]

@@ -25,6 +25,10 @@ def same_is_caffe(in_hw, kernel, stride, pad, out_hw, dilation=(1, 1)):
     where SAME pads 2 before).
     """
     for size, k, s, p, o, d in zip(in_hw, kernel, stride, pad, out_hw, dilation):
+        if size is None:  # free: at stride 1 SAME pads d * (k - 1) in all, half before, at every size
+            if s != 1 or 2 * p != d * (k - 1):
+                return False
+            continue
         same_out = -(-size // s)
         total = max((same_out - 1) * s + d * (k - 1) + 1 - size, 0)
         if o != same_out or total // 2 != p:
@@ -86,7 +90,7 @@ def convolution(ctx, node, inputs):
         layer = keras.layers.DepthwiseConv2D(depth_multiplier=out // channels, **common)
     else:
         layer = keras.layers.Conv2D(filters=out, groups=group, **common)
-    params = ctx.params(node, [(out, channels // group) + kernel] + ([(out,)] if p.bias_term else []))
+    params = ctx.params(node)
     k = None
     if params is not None:
         k = weights.depthwise_kernel(params[0], channels) if depthwise else weights.conv_kernel(params[0])
@@ -103,7 +107,7 @@ def deconvolution(ctx, node, inputs):
     p = node.param.convolution_param
     x = inputs[0]
     kernel, stride, pad, dilation = conv_geometry(p, x.shape)
-    channels, out, group = x.shape[1], p.num_output, p.group
+    out, group = p.num_output, p.group
     layer = layers.Deconvolution(
         filters=out,
         kernel=kernel,
@@ -116,7 +120,7 @@ def deconvolution(ctx, node, inputs):
         name=ctx.name(node),
     )
     y = layer(ctx.canonical(x, node))
-    params = ctx.params(node, [(channels, out // group) + kernel] + ([(out,)] if p.bias_term else []))
+    params = ctx.params(node)
     if params is not None:
         layer.set_weights([weights.deconv_kernel(params[0])] + _conv_bias(ctx, node, params, out))
     return [y]
@@ -145,8 +149,7 @@ def inner_product(ctx, node, inputs):
     out_layout = CAFFE if axis + 1 == 4 else None
     name = ctx.name(node, "dense") if axis == 0 else ctx.name(node, layout=out_layout)
     layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=name)
-    w_shape = (n_in, p.num_output) if p.transpose else (p.num_output, n_in)
-    params = ctx.params(node, [w_shape] + ([(p.num_output,)] if p.bias_term else []))
+    params = ctx.params(node)
     k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw) if params is not None else None
     y = _call_holding(layer, value, k)
     if params is not None and p.bias_term:
@@ -163,7 +166,7 @@ def embed(ctx, node, inputs):
     out_layout = CAFFE if len(ctx.shape(node)) == 4 else None
     layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node, layout=out_layout))
     y = layer(ctx.caffe(x, node))
-    params = ctx.params(node, [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else []))
+    params = ctx.params(node)
     if params is not None:
         layer.set_weights(params[:1] + ([params[1].reshape(-1)] if p.bias_term else []))
     return [(y, CAFFE) if out_layout else y]

@@ -40,7 +40,7 @@ def normalize(ctx, node, inputs):
     name = ctx.name(node) if x.rank == 4 else ctx.name(node, "normalize")
     layer = layers.Normalize(p.across_spatial, p.channel_shared, p.eps, name=name)
     y = layer(ctx.canonical(x4, node))
-    params = ctx.params(node, [(1,) if p.channel_shared else (x.shape[1],)])
+    params = ctx.params(node)
     if params is not None:
         layer.set_weights([params[0].reshape(-1)])
     if x.rank == 4:

@@ -14,7 +14,6 @@ def batch_norm(ctx, node, inputs):
     x = inputs[0]
     if x.rank < 2:
         raise ctx.fail(node, "BatchNorm of a 1-axis blob is not supported")
-    channels = x.shape[1]
     layer = layers.BatchNorm(
         axis=x.axis(1),
         eps=p.eps,
@@ -23,7 +22,7 @@ def batch_norm(ctx, node, inputs):
         name=ctx.name(node),
     )
     y = layer(x.value)
-    params = ctx.params(node, [(channels,), (channels,), None])
+    params = ctx.params(node)
     if params is not None:
         # Caffemodels from before the scale factor existed hold the statistics themselves.
         factor = params[2].reshape(-1)[:1] if len(params) > 2 else np.ones(1, np.float32)
@@ -50,9 +49,7 @@ def _affine(ctx, node, inputs, axis, num_axes, use_scale, use_bias):
     pshape = weights.broadcast_param(np.zeros([x.shape[a] for a in axes], np.float32), axes, keras_axes, x.rank).shape
     layer = layers.ChannelAffine(pshape, use_scale=use_scale, use_bias=use_bias, name=ctx.name(node))
     y = layer(x.value)
-    caffe_shape = tuple(x.shape[a] for a in axes)
-    expected = ([caffe_shape] if use_scale else []) + ([caffe_shape] if use_bias else [])
-    params = ctx.params(node, expected)
+    params = ctx.params(node)
     if params is not None:
         layer.set_weights([weights.broadcast_param(b, axes, keras_axes, x.rank) for b in params])
     return [(y, x.layout)]

@@ -5,11 +5,9 @@ Axes are Caffe's; each translator maps them to the Keras tensor's layout, and as
 own order only where the operation depends on memory order (Flatten, Reshape, Permute).
 """
 
-import numpy as np
-
 from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical
-from ..shapes import canonical_axis, permute_order, slice_points
+from ..shapes import canonical_axis, free, permute_order, slice_points
 from . import translator
 
 
@@ -91,7 +89,8 @@ def _reshape(ctx, node, x, target):
     value = ctx.caffe(x, node)
     name = ctx.name(node, layout=CAFFE)
     if target[0] == x.shape[0]:
-        y = keras.layers.Reshape(tuple(target[1:]), name=name)(value)
+        # A free size (one at most: shapes.one_free_axis) is what the rest leaves.
+        y = keras.layers.Reshape(tuple(-1 if d is None else d for d in target[1:]), name=name)(value)
     else:
         y = layers.Reshape(tuple(target), name=name)(value)
     return [(y, CAFFE)]
@@ -101,7 +100,7 @@ def _reshape(ctx, node, x, target):
 def flatten(ctx, node, inputs):
     x = inputs[0]
     target = ctx.shape(node)
-    if x.layout == NHWC and len(target) == 2 and target[0] == x.shape[0] and int(np.prod(x.shape[2:])) == 1:
+    if x.layout == NHWC and len(target) == 2 and target[0] == x.shape[0] and x.shape[2:] == (1, 1):
         # (N, C, 1, 1) flattens to the same order from NHWC: no transpose needed.
         return [keras.layers.Flatten(name=ctx.name(node))(x.value)]
     return _reshape(ctx, node, x, target)
@@ -128,17 +127,19 @@ def crop(ctx, node, inputs):
     out = ctx.shape(node)
     begin, size = [0] * x.rank, [None] * x.rank
     for caffe_axis, off in zip(range(axis, x.rank), offsets):
-        if off + out[caffe_axis] > x.shape[caffe_axis]:
+        if not free(out[caffe_axis], x.shape[caffe_axis]) and off + out[caffe_axis] > x.shape[caffe_axis]:
             raise ctx.fail(
                 node, f"offset {off} + size {out[caffe_axis]} exceeds axis {caffe_axis} of size {x.shape[caffe_axis]}"
             )
         if caffe_axis == 0:
             raise ctx.fail(node, "cropping the batch axis is not supported")
         begin[x.axis(caffe_axis)] = off
-        size[x.axis(caffe_axis)] = out[caffe_axis]
+        size[x.axis(caffe_axis)] = -1 if out[caffe_axis] is None else out[caffe_axis]  # -1: the reference's
     # The reference is an input, its values unread, so the model keeps the layer making it (Caffe
-    # computes it, and users may read it by name); TensorFlow's graph prunes it where unused.
-    y = layers.Crop(begin, size, name=ctx.name(node))([x.value, ref.value])
+    # computes it, and users may read it by name); TensorFlow's graph prunes it where unused. A
+    # free size is read from it, in x's layout.
+    reference = ctx.as_layout(ref, x.layout, node) if free(*out) else ref.value
+    y = layers.Crop(begin, size, name=ctx.name(node))([x.value, reference])
     return [(y, x.layout)]
 
 

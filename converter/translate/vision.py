@@ -1,7 +1,7 @@
 """Spatial layers without weights: Pooling and LRN."""
 
 from .._lazy import keras, layers
-from ..shapes import pool_geometry
+from ..shapes import free, pool_ceil, pool_geometry
 from . import translator
 from .core import same_is_caffe
 
@@ -25,12 +25,18 @@ def pooling(ctx, node, inputs):
     if p.global_pooling or (kernel == in_hw and out_hw == (1, 1) and not any(pad)):
         if kind == "MAX":
             return [keras.layers.GlobalMaxPooling2D(keepdims=True, name=ctx.name(node))(value)]
+        if free(*in_hw):  # no fixed window to sum in Caffe's order (below): a mean, as close as floats go
+            return [keras.layers.GlobalAveragePooling2D(keepdims=True, name=ctx.name(node))(value)]
         # Caffe sums a window in row-major order, one value after another, then divides; so does
         # TensorFlow's average pool (bit for bit), where a global mean reduces in another order.
         # Squeeze-and-excitation gates amplify that rounding difference ~50x (SE-ResNet-50).
         return [keras.layers.AveragePooling2D(pool_size=in_hw, name=ctx.name(node))(value)]
-    valid_hw = tuple((s - k) // st + 1 for s, k, st in zip(in_hw, kernel, stride))
-    if not any(pad) and valid_hw == out_hw:
+    if free(*in_hw):
+        # Floor rounding, or stride 1, makes Caffe's count VALID's at every size.
+        valid = not any(pad) and (not pool_ceil(p) or stride == (1, 1))
+    else:
+        valid = not any(pad) and out_hw == tuple((s - k) // st + 1 for s, k, st in zip(in_hw, kernel, stride))
+    if valid:
         # No padding and no ceil overhang: Caffe's windows are exactly Keras' VALID windows.
         cls = keras.layers.MaxPooling2D if kind == "MAX" else keras.layers.AveragePooling2D
         return [cls(pool_size=kernel, strides=stride, padding="valid", name=ctx.name(node))(value)]
@@ -40,7 +46,8 @@ def pooling(ctx, node, inputs):
         cls = keras.layers.MaxPooling2D if kind == "MAX" else keras.layers.AveragePooling2D
         return [cls(pool_size=kernel, strides=stride, padding="same", name=ctx.name(node))(value)]
     layer = layers.CaffePooling2D(
-        pool=kind.lower(), kernel=kernel, stride=stride, pad=pad, input_hw=in_hw, output_hw=out_hw, name=ctx.name(node)
+        pool=kind.lower(), kernel=kernel, stride=stride, pad=pad, input_hw=in_hw, output_hw=out_hw, ceil=pool_ceil(p),
+        name=ctx.name(node),
     )
     return [layer(value)]
 

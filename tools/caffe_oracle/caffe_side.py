@@ -122,8 +122,12 @@ def run(job):
     np.savez(job["out"], **arrays)
     meta = {"layers": layers, "inputs": list(net.inputs), "outputs": list(net.outputs)}
     if job.get("stats"):
+        # Each top as its layer left it: an in-place layer after it rewrites the blob.
         for layer in meta["layers"]:
-            layer["tops"] = {top: stats(net.blobs[top].data) for top in layer["tops"]}
+            layer["tops"] = {
+                top: stats(arrays.get("layer/%s/%s" % (layer["name"], top), net.blobs[top].data))
+                for top in layer["tops"]
+            }
     with open(job["out"] + ".json", "w") as f:
         json.dump(meta, f)
 
