@@ -178,7 +178,10 @@ def forward(jobs, timeout=600):
 def _last_words(stderr):
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     checks = [line for line in lines if "Check failed" in line or "] " in line and line[:1] in "FE"]
-    return (checks[-1] if checks else lines[-1] if lines else "").strip()
+    # A prototxt Caffe cannot parse: protobuf's own line says which field.
+    parse = [line for line in lines if "Error parsing text-format" in line]
+    words = (checks[-1] if checks else lines[-1] if lines else "").strip()
+    return f"{parse[-1].strip()}; {words}" if parse else words
 
 
 def _read(out):

@@ -1,0 +1,386 @@
+"""Each generated net through real Caffe and through the converter, compared tensor by tensor.
+
+Caffe runs many nets per process (``tools/caffe_oracle``) with seeded random weights (its
+``randomize``: learned blobs and BatchNorm statistics) and writes the caffemodel it ran with; the
+converter then builds that prototxt and caffemodel, and every layer top and every network output
+is compared with Caffe's at the project tolerance ``1e-4 * max(1, max|caffe|)`` (tests/helpers.py).
+
+An outcome's ``status`` is one of:
+
+- ``ok``: every tensor within tolerance, Caffe's outputs among the model's;
+- ``caffe_refused``: Caffe did not take the net: a bug of the generator, which must only make
+  valid nets;
+- ``converter_refused``: the converter raised on a net Caffe runs (``refused_deliberately`` when
+  the refusal is one the README documents);
+- ``mismatch``: a tensor differs, has another shape, is missing, or the outputs differ;
+- ``unstable``: the first differing layer computes an ill-conditioned function at Caffe's own
+  bottom values (a Threshold input within rounding of the threshold, ArgMax candidates within
+  rounding of each other, MVN over a nearly constant group): no implementation in float32 is
+  bound to agree there, so it is counted apart, with the evidence;
+- ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
+  (``generate.PENDING``; the detail names it), found by its layer and conditions.
+
+``signature`` says what failed (status and the failing layer's type); the shrinker keeps it.
+"""
+
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parent.parent
+REPO = TESTS.parent
+for extra in (TESTS, REPO / "tools"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+import caffe_oracle  # noqa: E402
+
+from . import generate  # noqa: E402
+
+RTOL = 1e-4
+CHUNK = 40  # nets per Caffe process
+
+# Refusals the README documents as deliberate ("Refused on purpose"): (pattern of the message, why).
+DELIBERATE = [
+    (r"with a learned parameter over the batch axis is not supported", "its size would fix the batch"),
+    (r"(cropping|tiling) the batch axis is not supported|moves the batch axis", "the batch axis stays put"),
+    (r"BilinearInterpolate needs an input of at least 2x2", "Caffe reads outside a 1-wide input"),
+]
+
+
+@dataclass
+class Outcome:
+    net: object
+    status: str
+    detail: str = ""
+    max_rel: float = 0.0  # worst max|ours - caffe| / max(1, max|caffe|) over every compared tensor
+    layer: str = None  # the first failing layer (execution order)
+    layer_type: str = None
+    compared: int = 0
+    largest: float = 0.0  # max |value| of any blob Caffe computed (inf: a NaN or inf among them)
+    notes: list = field(default_factory=list)  # generator shape beliefs Caffe contradicted
+
+    @property
+    def signature(self):
+        """What failed: the status, the failing layer's type and, for a refusal, its reason."""
+        reason = None
+        if self.status in ("converter_refused", "caffe_refused"):
+            reason = re.sub(r"-?\d[\d.e+-]*|'[^']*'", "#", self.detail.split(": ", 1)[-1])
+        return (self.status, self.layer_type, reason)
+
+
+def oracle_available():
+    return caffe_oracle.interpreter() is not None
+
+
+def caffe_forward(nets, workdir):
+    """Caffe's results for ``nets`` (Result or OracleError each); weights saved as ``<i>.caffemodel``."""
+    workdir = Path(workdir)
+    jobs = []
+    for i, net in enumerate(nets):
+        jobs.append(caffe_oracle.Job(
+            prototxt=net.prototxt(), inputs=net.input_values(), seed=net.seed % 2**31, randomize=True,
+            save_weights=str(workdir / f"{i}.caffemodel"), every_layer=True,
+        ))
+    results = []
+    for start in range(0, len(jobs), CHUNK):
+        results.extend(caffe_oracle.forward(jobs[start : start + CHUNK]))
+    return results
+
+
+def evaluate(nets, workdir=None):
+    """One :class:`Outcome` per net."""
+    with tempfile.TemporaryDirectory(prefix="c2k-diff-") as tmp:
+        workdir = Path(workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = caffe_forward(nets, workdir)
+        outcomes = []
+        for i, (net, result) in enumerate(zip(nets, results)):
+            if isinstance(result, caffe_oracle.OracleError):
+                outcomes.append(Outcome(net, "caffe_refused", str(result)))
+                continue
+            proto = workdir / f"{i}.prototxt"
+            proto.write_text(net.prototxt())
+            outcomes.append(compare(net, result, proto, workdir / f"{i}.caffemodel"))
+        _release_keras()
+        return outcomes
+
+
+def _release_keras():
+    import keras
+
+    keras.backend.clear_session()
+
+
+def compare(net, result, prototxt, caffemodel):
+    """Convert one net and compare it with Caffe's ``result``."""
+    from caffe2keras import api
+    from caffe2keras.errors import ConversionError
+    from helpers import _by_layer, blob_values, max_error, run_outputs
+
+    notes = _shape_beliefs(net, result)
+    largest = _largest(result)
+    try:
+        conversion = api.build(str(prototxt), str(caffemodel))
+    except ConversionError as err:
+        message = str(err)
+        for pattern, why in DELIBERATE:
+            if re.search(pattern, message):
+                return Outcome(net, "refused_deliberately", f"{message} ({why})", notes=notes, largest=largest)
+        return Outcome(net, "converter_refused", message, layer=err.layer, layer_type=_type_of(result, err.layer),
+                       notes=notes, largest=largest)
+
+    inputs = {name: result.arrays["input/" + name] for name in result.inputs}
+    graph = conversion.graph
+    try:
+        by_id = blob_values(conversion, inputs)
+        outputs = run_outputs(conversion, inputs)
+    except Exception as err:  # noqa: BLE001 - a model that does not run on valid input is a finding
+        return Outcome(net, "mismatch", f"the converted model failed to run: {type(err).__name__}: {err}"[:500],
+                       notes=notes, largest=largest)
+    ours = _by_layer(graph, by_id)
+    nodes = {node.name: node for node in graph.nodes}
+
+    outcome = Outcome(net, "ok", notes=notes, largest=largest)
+    failures = []
+    caffe_values = _caffe_values(result)
+    for layer in result.layers:
+        if layer["name"] not in nodes:
+            continue  # Input layers, Caffe's own *_split layers, Silence
+        for top in layer["tops"]:
+            expected = result.arrays.get(f"layer/{layer['name']}/{top}")
+            if expected is None:
+                continue
+            key = (layer["name"], top)
+            outcome.compared += 1
+            if key not in ours:
+                failures.append((layer, f"{layer['name']}/{top}: missing from the converted model"))
+                continue
+            got = ours[key]
+            if got.shape != expected.shape:
+                failures.append((layer, f"{layer['name']}/{top}: shape {list(got.shape)}, Caffe's "
+                                        f"{list(expected.shape)}"))
+                continue
+            rel = max_error(got, expected) / max(1.0, float(np.abs(expected).max()) if expected.size else 0.0)
+            outcome.max_rel = max(outcome.max_rel, rel)
+            if rel > RTOL:
+                failures.append((layer, f"{layer['name']}/{top}: max rel error {rel:.3g}"))
+
+    silenced = {b for layer in net.layers if layer.type == "Silence" for b in layer.bottoms}
+    missing = sorted(set(result.outputs) - set(outputs))
+    extra = sorted(set(outputs) - set(result.outputs) - silenced)
+    output_failure = None
+    if missing or extra:
+        output_failure = f"model outputs {sorted(outputs)}, Caffe's {sorted(result.outputs)}"
+    for name in sorted(set(outputs) & set(result.outputs)):
+        expected = result.arrays["output/" + name]
+        got = outputs[name]
+        if got.shape != expected.shape:
+            output_failure = output_failure or f"output {name}: shape {list(got.shape)}, Caffe's {list(expected.shape)}"
+            continue
+        outcome.compared += 1
+        rel = max_error(got, expected) / max(1.0, float(np.abs(expected).max()) if expected.size else 0.0)
+        outcome.max_rel = max(outcome.max_rel, rel)
+        if rel > RTOL:
+            output_failure = output_failure or f"output {name}: max rel error {rel:.3g}"
+
+    if failures:
+        layer, message = failures[0]
+        outcome.status = "mismatch"
+        outcome.layer, outcome.layer_type = layer["name"], layer["type"]
+        outcome.detail = message + (f" (+{len(failures) - 1} more tensors)" if len(failures) > 1 else "")
+        why = _unstable(layer, caffe_values, by_id, nodes[layer["name"]], result)
+        if why:
+            outcome.status = "unstable"
+            outcome.detail += f"; {why}"
+    elif output_failure:
+        outcome.status = "mismatch"
+        outcome.layer_type = "outputs"
+        outcome.detail = output_failure
+    return _mark_pending(outcome, result)
+
+
+def _mark_pending(outcome, result):
+    """Mark a failure that is one of the slips someone else is fixing (generate.PENDING)."""
+    if outcome.status not in ("mismatch", "converter_refused", "unstable"):
+        return outcome
+    slip = None
+    layers = {layer["name"]: layer for layer in result.layers}
+    spec = {layer.name: layer for layer in outcome.net.layers}
+    failing = spec.get(outcome.layer)
+    shapes = {top: shape for layer in result.layers for top, shape in layer["tops"].items()}
+    if "exact ties" in outcome.detail:
+        slip = "argmax_ties"
+    elif failing is not None:
+        params = failing.params
+        bottom_rank = len(shapes.get(layers[failing.name]["bottoms"][0], ())) if failing.name in layers else 0
+        if failing.type == "ArgMax" and "axis" not in params.get("argmax_param", {}):
+            slip = "argmax_no_axis"
+        elif failing.type == "MVN" and bottom_rank < 4:
+            slip = "mvn_low_rank"
+        elif failing.type == "BatchNorm" and params.get("batch_norm_param", {}).get("use_global_stats") is False:
+            slip = "bn_batch_stats"
+        elif failing.type == "InnerProduct" and bottom_rank == 4:
+            slip = "ip_caffe_order"
+    if slip is None and outcome.layer_type == "outputs":
+        inputs = {i.name for i in outcome.net.inputs}
+        if inputs & set(result.outputs):
+            slip = "unread_input" if any(i in result.inputs for i in result.outputs) else "inplace_input"
+    if slip is not None:
+        outcome.status = "pending"
+        outcome.detail = f"{generate.PENDING[slip]}: {outcome.detail}"
+    elif outcome.net.pending:
+        # Downstream of a pending slip (a wrong top shape fed on): which one, the net says.
+        outcome.status = "pending"
+        outcome.detail = f"in a net with {', '.join(sorted(outcome.net.pending))}: {outcome.detail}"
+    return outcome
+
+
+def _largest(result):
+    largest = 0.0
+    for value in result.arrays.values():
+        if value.size:
+            if not np.isfinite(value).all():
+                return float("inf")
+            largest = max(largest, float(np.abs(value).max()))
+    return largest
+
+
+def _type_of(result, layer_name):
+    for layer in result.layers:
+        if layer["name"] == layer_name:
+            return layer["type"]
+    return None
+
+
+def _shape_beliefs(net, result):
+    """Where Caffe's top shapes differ from what the generator believed (its own bug to fix)."""
+    caffe = {(layer["name"], top): tuple(shape) for layer in result.layers for top, shape in layer["tops"].items()}
+    return [f"{layer}/{top}: generator expected {list(shape)}, Caffe made {list(caffe[(layer, top)])}"
+            for (layer, top), shape in net.shapes.items() if (layer, top) in caffe and caffe[(layer, top)] != shape]
+
+
+def _caffe_values(result):
+    """For each layer, Caffe's values of its bottoms right before it ran: ``{layer: [arrays]}``."""
+    current = {name: result.arrays["input/" + name] for name in result.inputs}
+    before = {}
+    for layer in result.layers:
+        before[layer["name"]] = [current.get(b) for b in layer["bottoms"]]
+        for top in layer["tops"]:
+            value = result.arrays.get(f"layer/{layer['name']}/{top}")
+            if value is not None:
+                current[top] = value
+    return before
+
+
+def _unstable(layer, caffe_values, by_id, node, result):
+    """Why the first differing layer is ill-conditioned at Caffe's own bottoms, or None."""
+    bottoms = caffe_values.get(layer["name"]) or []
+    if not bottoms or bottoms[0] is None:
+        return None
+    x = bottoms[0].astype(np.float64)
+    ours_x = by_id.get(node.bottoms[0])
+    same = ours_x is not None and ours_x.shape == x.shape
+    drift = np.abs(ours_x.astype(np.float64) - x) if same else np.zeros_like(x)
+    slack = 2 * drift + 1e-6 * max(1.0, float(np.abs(x).max()))
+    p = node.param
+    if layer["type"] == "Threshold":
+        t = p.threshold_param.threshold
+        top = layer["tops"] and next(iter(layer["tops"]))
+        expected = result.arrays[f"layer/{layer['name']}/{top}"]
+        ours = by_id.get(node.tops[0])
+        if ours is None or ours.shape != expected.shape:
+            return None
+        wrong = np.abs(ours - expected) > 0.5
+        if wrong.any() and np.all(np.abs(x - t)[wrong] <= slack[wrong]):
+            return f"Threshold input within rounding of {t} at {int(wrong.sum())} position(s)"
+    if layer["type"] == "ArgMax" and p.argmax_param.HasField("axis"):
+        axis = p.argmax_param.axis % x.ndim
+        k = p.argmax_param.top_k
+        moved = np.moveaxis(x, axis, -1)
+        slack_m = np.moveaxis(slack, axis, -1).max(axis=-1)
+        ordered = -np.sort(-moved, axis=-1)
+        if ordered.shape[-1] > k:
+            gaps = np.min(ordered[..., :k] - ordered[..., 1 : k + 1], axis=-1)
+            if np.any(gaps == 0):
+                return "ArgMax over exact ties (pending slip b)"
+            if np.any(gaps <= slack_m):
+                return "ArgMax candidates within rounding of each other"
+        elif k > 1 and np.any(np.diff(ordered, axis=-1) == 0):
+            return "ArgMax over exact ties (pending slip b)"
+    if layer["type"] == "MVN" and p.mvn_param.normalize_variance:
+        first = 1 if p.mvn_param.across_channels else 2
+        flat = x.reshape(x.shape[:first] + (-1,)) if x.ndim > first else x.reshape(x.shape + (1,))
+        spread = flat.std(axis=-1)
+        worst = np.abs(flat).max(axis=-1)
+        noise = np.moveaxis(slack, 0, 0).reshape(flat.shape).max(axis=-1) if slack.size == flat.size else slack.max()
+        if np.any(spread <= 1e4 * noise + 1e-6 * worst):
+            return "MVN over a nearly constant group (its std is within rounding)"
+    return None
+
+
+# --- running many ---------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    counts: dict = field(default_factory=dict)
+    max_rel: float = 0.0
+    failures: list = field(default_factory=list)  # outcomes that are not ok
+    generator_notes: list = field(default_factory=list)
+    largest: float = 0.0  # max |value| Caffe computed in any net
+    seconds: float = 0.0
+    nets: int = 0
+
+    def add(self, outcome):
+        self.nets += 1
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        self.largest = max(self.largest, outcome.largest)
+        if outcome.status == "ok":
+            self.max_rel = max(self.max_rel, outcome.max_rel)
+        if outcome.status != "ok":
+            self.failures.append(outcome)
+        self.generator_notes.extend(f"{outcome.net.name}: {n}" for n in outcome.notes)
+
+    def line(self):
+        c = self.counts
+        return (f"nets {self.nets} | caffe-refused {c.get('caffe_refused', 0)} | "
+                f"converter-refused {c.get('converter_refused', 0)} | mismatches {c.get('mismatch', 0)} | "
+                f"unstable {c.get('unstable', 0)} | pending slips {c.get('pending', 0)} | "
+                f"deliberate refusals {c.get('refused_deliberately', 0)} | "
+                f"generator shape slips {len(self.generator_notes)} | max rel err (passing nets) {self.max_rel:.2g} | "
+                f"largest |caffe| {self.largest:.3g} | "
+                f"{self.seconds:.1f} s")
+
+
+def run_many(generator, n, start=0, batch=CHUNK, report=None):
+    """Generate and evaluate nets ``start .. start+n-1``; returns a :class:`Tally`."""
+    tally = Tally()
+    t0 = time.perf_counter()
+    for first in range(start, start + n, batch):
+        nets = [generator.net(i) for i in range(first, min(first + batch, start + n))]
+        for outcome in evaluate(nets):
+            tally.add(outcome)
+            if report is not None:
+                report(outcome)
+        tally.seconds = time.perf_counter() - t0
+    return tally
+
+
+def save_failure(outcome, directory):
+    """Write a failing net (prototxt, inputs, what failed) for a person to look at."""
+    directory = Path(directory) / outcome.net.name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "net.prototxt").write_text(outcome.net.prototxt())
+    np.savez(directory / "inputs.npz", **outcome.net.input_values())
+    (directory / "outcome.txt").write_text(
+        f"status: {outcome.status}\nlayer: {outcome.layer} ({outcome.layer_type})\n"
+        f"detail: {outcome.detail}\nseed: {outcome.net.seed}\n"
+    )
+    return directory
+
