@@ -214,17 +214,20 @@ class AbsVal(ShapePreserving):
 
 @register
 class NegativeSlopeReLU(ShapePreserving):
-    """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``."""
+    """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``,
+    capped at ``max_value`` when given (ReLU6)."""
 
-    def __init__(self, negative_slope, **kwargs):
+    def __init__(self, negative_slope, max_value=None, **kwargs):
         super().__init__(**kwargs)
         self.negative_slope = float(negative_slope)
+        self.max_value = None if max_value is None else float(max_value)
 
     def call(self, x):
-        return ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+        y = ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+        return y if self.max_value is None else ops.minimum(y, self.max_value)
 
     def get_config(self):
-        return {**super().get_config(), "negative_slope": self.negative_slope}
+        return {**super().get_config(), "negative_slope": self.negative_slope, "max_value": self.max_value}
 
 
 @register
