@@ -744,16 +744,18 @@ class Normalize(ShapePreserving):
 
 def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances):
     """SSD's PriorBox (prior_box_layer.cpp) as a (1, 2, H*W*priors*4) array: corner boxes
-    normalised by the image size, then their variances."""
+    normalised by the image size, then their variances. Box sizes are whole pixels: SSD reads
+    each min_size and max_size into an ``int`` (SSD512's 35.84 is a 35-pixel box)."""
     (fh, fw), (ih, iw), (sh, sw) = feature_hw, image_hw, step_hw
     boxes = []
     for h in range(fh):
         for w in range(fw):
             cx, cy = (w + offset) * sw, (h + offset) * sh
             for s, min_size in enumerate(min_sizes):
+                min_size = int(min_size)
                 sizes = [(min_size, min_size)]
                 if max_sizes:
-                    side = math.sqrt(min_size * max_sizes[s])
+                    side = math.sqrt(min_size * int(max_sizes[s]))
                     sizes.append((side, side))
                 for ar in aspect_ratios:
                     if abs(ar - 1.0) < 1e-6:
