@@ -22,7 +22,8 @@ MAX_BLOB_AXES = 32
 MAX_PARAMS = 2**30
 
 CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Deconvolution")
-# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom).
+# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom, or Scale with
+# bias_term).
 WEIGHTED_TYPES = {*CONVOLUTIONS, "InnerProduct", "Embed", "BatchNorm", "PReLU", "Scale", "Bias", "Normalize"}
 
 
@@ -85,7 +86,10 @@ def _check_shape(shape, layer, path, what):
 
 def learns_weights(node):
     """Whether Caffe keeps learned blobs for this layer, so a caffemodel must hold them."""
-    if node.type in ("Scale", "Bias"):
+    if node.type == "Scale":
+        # With a second bottom holding the factors, Caffe still learns the bias of bias_term.
+        return len(node.bottoms) == 1 or node.param.scale_param.bias_term
+    if node.type == "Bias":
         return len(node.bottoms) == 1
     return node.type in WEIGHTED_TYPES
 
