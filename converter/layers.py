@@ -816,11 +816,18 @@ class PriorBox(keras.layers.Layer):
         }
 
 
-def _interp_axis(size_in, size_out, begin):
-    """Source indices and weights along one axis of Caffe's align-corners bilinear resize
-    (PSPNet's caffe_cpu_interp2), computed in float32 as Caffe does."""
-    ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
-    pos = (ratio * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+def _interp_axis(size_in, size_out, begin, align_corners=True):
+    """Source indices and weights along one axis of Caffe's bilinear resize, in float32 as Caffe
+    computes them. ``align_corners``: output ``i`` reads input position ``i * (in - 1) / (out - 1)``
+    (PSPNet's caffe_cpu_interp2, BilinearInterpolate's default); otherwise the half-pixel centre
+    ``(i + 0.5) * in / out - 0.5``, clamped into the input (BilinearInterpolate)."""
+    if align_corners:
+        ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+        pos = (ratio * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+    else:
+        ratio = np.float32(size_in) / np.float32(size_out)
+        pos = (np.float64(ratio) * (np.arange(size_out) + 0.5) - 0.5).astype(np.float32)
+        pos = np.clip(pos, np.float32(0), np.float32(size_in - 1))
     low = pos.astype(np.int64)
     step = (low < size_in - 1).astype(np.int64)
     frac = (pos - low.astype(np.float32)).astype(np.float32)
@@ -829,18 +836,18 @@ def _interp_axis(size_in, size_out, begin):
 
 @register
 class BilinearResize(keras.layers.Layer):
-    """Align-corners bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it:
-    output pixel ``i`` reads input position ``i * (in - 1) / (out - 1)`` of the window of
-    ``in_hw`` starting at ``begin`` (Interp's negative pads crop the input). Inputs after the
-    first (Interp's size reference) are not read."""
+    """Bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it (see
+    :func:`_interp_axis`), of the window of ``in_hw`` starting at ``begin`` (Interp's negative
+    pads crop the input). Inputs after the first (Interp's size reference) are not read."""
 
-    def __init__(self, in_hw, out_hw, begin=(0, 0), **kwargs):
+    def __init__(self, in_hw, out_hw, begin=(0, 0), align_corners=True, **kwargs):
         super().__init__(**kwargs)
         self.in_hw = tuple(in_hw)
         self.out_hw = tuple(out_hw)
         self.begin = tuple(begin)
-        self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0])
-        self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1])
+        self.align_corners = bool(align_corners)
+        self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0], self.align_corners)
+        self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1], self.align_corners)
 
     def call(self, inputs):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
@@ -856,7 +863,8 @@ class BilinearResize(keras.layers.Layer):
         return (s[0],) + self.out_hw + (s[3],)
 
     def get_config(self):
-        return {**super().get_config(), "in_hw": self.in_hw, "out_hw": self.out_hw, "begin": self.begin}
+        return {**super().get_config(), "in_hw": self.in_hw, "out_hw": self.out_hw, "begin": self.begin,
+                "align_corners": self.align_corners}
 
 
 @register

@@ -7,6 +7,8 @@ LayerParameter) and the bottom shapes and returns the list of top shapes.
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import ConversionError
 from .prototxt import python_layer_params
 
@@ -473,10 +475,19 @@ def shape_upsample(node, bottoms):
 @shape("BilinearInterpolate")
 def shape_bilinear_interpolate(node, bottoms):
     p = node.param.bilinear_interpolate_param
-    if not (p.dst_h and p.dst_w):
-        raise ConversionError("BilinearInterpolate needs dst_h and dst_w")
     # Caffe's top is (num, channels, dst_h, dst_w) of the bottom read as 4-D, whatever its rank.
-    return [legacy_shape(bottoms[0], "BilinearInterpolate")[:2] + (p.dst_h, p.dst_w)]
+    n, c, h, w = legacy_shape(bottoms[0], "BilinearInterpolate")
+    sized = p.HasField("dst_h") or p.HasField("dst_w")
+    if sized == p.HasField("scale_factor"):
+        raise ConversionError("BilinearInterpolate needs dst_h/dst_w or scale_factor (one of the two)")
+    if sized:
+        out = (p.dst_h if p.HasField("dst_h") else h, p.dst_w if p.HasField("dst_w") else w)
+    else:
+        scale = np.float32(p.scale_factor)  # Caffe: int(height * scale_factor) in float32
+        out = (int(np.float32(h) * scale), int(np.float32(w) * scale))
+    if p.align_corners and min(out) < 2:
+        raise ConversionError(f"BilinearInterpolate with align_corners divides by the output size - 1: {list(out)}")
+    return [(n, c) + out]
 
 
 def interp_size(p, bottoms):

@@ -117,7 +117,8 @@ def swish(ctx, node, inputs):
 
 @translator("HardSigmoid")
 def hard_sigmoid(ctx, node, inputs):
-    return _same_layout(layers.HardSigmoid(name=ctx.name(node)), inputs[0])
+    p = node.param.hardsigmoid_param
+    return _same_layout(layers.HardSigmoid(p.alpha, p.beta, name=ctx.name(node)), inputs[0])
 
 
 @translator("HardSwish")
