@@ -166,8 +166,16 @@ def permute(ctx, node, inputs):
 def softmax(ctx, node, inputs):
     x = inputs[0]
     axis = canonical_axis(node.param.softmax_param.axis, x.rank)
-    y = keras.layers.Softmax(axis=x.axis(axis), name=ctx.name(node))(x.value)
-    return [(y, x.layout)]
+    if x.rank <= 5:
+        y = keras.layers.Softmax(axis=x.axis(axis), name=ctx.name(node))(x.value)
+        return [(y, x.layout)]
+    # TensorFlow's softmax takes at most 5 axes: fold the axes before and after Caffe's into one
+    # each (blobs of more than 4 axes are held in Caffe's order), then unfold.
+    before = int(np.prod(x.shape[1:axis])) if axis else 1
+    folded = (before, x.shape[axis], int(np.prod(x.shape[axis + 1 :]))) if axis else (int(np.prod(x.shape[1:])),)
+    value = keras.layers.Reshape(folded, name=ctx.name(node, "fold"))(x.value)
+    value = keras.layers.Softmax(axis=2 if axis else 0, name=ctx.name(node, "softmax"))(value)
+    return [(keras.layers.Reshape(tuple(x.shape[1:]), name=ctx.name(node))(value), CAFFE)]
 
 
 @translator("Reduction")
