@@ -87,6 +87,7 @@ class Net:
     inputs: list
     layers: list
     style: str = "layer"  # how inputs are declared: "layer", "input_shape" or "input_dim"
+    weights: str = "caffemodel"  # the format Caffe saves the weights in: "caffemodel" or "h5" (HDF5)
     seed: int = 0  # of the weights (Caffe's --randomize) and of the input values
     shapes: dict = field(default_factory=dict)  # (layer, top) -> the shape this module expects
     pending: set = field(default_factory=set)  # the PENDING slips this net may show
@@ -338,7 +339,8 @@ class _Builder:
         style = "layer"
         if rng.random() < 0.3:
             style = "input_dim" if all(len(i.shape) == 4 for i in self.inputs) and rng.random() < 0.5 else "input_shape"
-        return Net(name, self.inputs, self.layers, style, self.seed, self.shapes, self.pending_used)
+        weights = "h5" if rng.random() < 0.1 else "caffemodel"
+        return Net(name, self.inputs, self.layers, style, weights, self.seed, self.shapes, self.pending_used)
 
     def new_input(self, name, batch):
         rng = self.rng

@@ -69,8 +69,8 @@ class Outcome:
     def signature(self):
         """What failed: the status, the failing layer's type and, for a refusal, its reason."""
         reason = None
-        if self.status in ("converter_refused", "caffe_refused"):
-            reason = re.sub(r"-?\d[\d.e+-]*|'[^']*'", "#", self.detail.split(": ", 1)[-1])
+        if self.status in ("converter_refused", "caffe_refused") or self.layer_type is None:
+            reason = re.sub(r"-?\d[\d.e+-]*|'[^']*'", "#", self.detail.split(": ", 1)[-1])[:120]
         return (self.status, self.layer_type, reason)
 
 
@@ -79,18 +79,23 @@ def oracle_available():
 
 
 def caffe_forward(nets, workdir):
-    """Caffe's results for ``nets`` (Result or OracleError each); weights saved as ``<i>.caffemodel``."""
+    """Caffe's results for ``nets`` (Result or OracleError each); weights saved as
+    ``<i>.caffemodel`` (or ``<i>.caffemodel.h5``, see :func:`weights_path`)."""
     workdir = Path(workdir)
     jobs = []
     for i, net in enumerate(nets):
         jobs.append(caffe_oracle.Job(
             prototxt=net.prototxt(), inputs=net.input_values(), seed=net.seed % 2**31, randomize=True,
-            save_weights=str(workdir / f"{i}.caffemodel"), every_layer=True,
+            save_weights=str(weights_path(workdir, i, net)), every_layer=True,
         ))
     results = []
     for start in range(0, len(jobs), CHUNK):
         results.extend(caffe_oracle.forward(jobs[start : start + CHUNK]))
     return results
+
+
+def weights_path(workdir, i, net):
+    return Path(workdir) / (f"{i}.caffemodel.h5" if net.weights == "h5" else f"{i}.caffemodel")
 
 
 def evaluate(nets, workdir=None):
@@ -106,7 +111,7 @@ def evaluate(nets, workdir=None):
                 continue
             proto = workdir / f"{i}.prototxt"
             proto.write_text(net.prototxt())
-            outcomes.append(compare(net, result, proto, workdir / f"{i}.caffemodel"))
+            outcomes.append(compare(net, result, proto, weights_path(workdir, i, net)))
         _release_keras()
         return outcomes
 
