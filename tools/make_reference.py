@@ -6,7 +6,8 @@
 OUT_DIR receives the golden layout (fixtures/golden/README.md): ``deploy.prototxt`` (the text as
 given), ``weights.caffemodel`` (the given one copied, or the one Caffe ran with: its fillers'
 values, or seeded random values with ``--randomize``), ``expected.npz`` (``input/<blob>`` and
-``layer/<layer>/<top>`` for every top right after its layer ran) and ``meta.json`` (layers in
+``layer/<layer>/<top>`` for every top right after its layer ran, ``output/<blob>`` for each
+network output's final value) and ``meta.json`` (layers in
 execution order with statistics of every top). Every value comes from real Caffe; nothing here
 computes an expected value itself.
 """
@@ -45,8 +46,9 @@ def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None,
         stats=True,
     )
     result = caffe_oracle.run_one(job)
-    arrays = {k: v for k, v in result.arrays.items() if not k.startswith("output/")}
-    np.savez_compressed(out_dir / "expected.npz", **arrays)
+    # output/<blob> too: a blob's final value may differ from what its layer wrote, when a later
+    # in-place layer wrote memory the blob shares (Split tops, Reshape views).
+    np.savez_compressed(out_dir / "expected.npz", **result.arrays)
     meta = {
         "network": name or out_dir.name,
         "generator": GENERATOR,
