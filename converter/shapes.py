@@ -113,6 +113,16 @@ def shape_same_4d(node, bottoms):
     return [needs_4d(bottoms[0], node.type)]
 
 
+# Not a Caffe type: a blob sharing memory with one a layer wrote in place, seen anew (graph._wire).
+# Bottoms: the written blob, and the blob's previous version (for its shape).
+VIEW = "(view)"
+
+
+@shape(VIEW)
+def shape_view(node, bottoms):
+    return [bottoms[1]]
+
+
 @shape("Eltwise")
 def shape_eltwise(node, bottoms):
     for b in bottoms[1:]:

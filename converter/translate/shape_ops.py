@@ -9,7 +9,7 @@ import numpy as np
 
 from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical
-from ..shapes import canonical_axis, permute_order, slice_points
+from ..shapes import VIEW, canonical_axis, permute_order, slice_points
 from . import translator
 
 
@@ -95,6 +95,16 @@ def _reshape(ctx, node, x, target):
     else:
         y = layers.Reshape(tuple(target), name=name)(value)
     return [(y, CAFFE)]
+
+
+@translator(VIEW)
+def view(ctx, node, inputs):
+    """A blob whose memory another one's in-place layer wrote: that value, in this blob's shape."""
+    x = inputs[0]
+    target = ctx.shape(node)
+    if tuple(target) == tuple(x.shape):
+        return [(keras.layers.Identity(name=ctx.name(node))(x.value), x.layout)]
+    return _reshape(ctx, node, x, target)
 
 
 @translator("Flatten")

@@ -53,7 +53,6 @@ class Blob:
     caffe_order: bool = False  # likely held in Caffe order by the converter (slip a)
     is_input: bool = False
     reads: int = 0  # layers reading this version of the blob
-    storage: str = None  # the blob whose memory this one shares (Split, Reshape, Flatten tops)
 
     @property
     def rank(self):
@@ -192,15 +191,14 @@ def sigmoid(x):
 class Generator:
     """Makes nets from one seed: ``Generator(seed).net(i)`` is the same net every time."""
 
-    def __init__(self, seed=0, pending=False, max_layers=14, aliasing=False):
+    def __init__(self, seed=0, pending=False, max_layers=14):
         self.seed = seed
         self.pending = pending
         self.max_layers = max_layers
-        self.aliasing = aliasing
 
     def net(self, index):
         seed = (self.seed * 1_000_003 + index) % 2**31
-        builder = _Builder(random.Random(seed), seed, self.pending, self.max_layers, self.aliasing)
+        builder = _Builder(random.Random(seed), seed, self.pending, self.max_layers)
         return builder.build(f"diff_{self.seed}_{index}")
 
 
@@ -220,10 +218,6 @@ IN_PLACE = {
     "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "BNLL", "Power", "Exp", "Log", "Threshold",
     "Dropout", "BatchNorm", "Scale", "Bias", "ReLU6", "HardSigmoid", "HardSwish",
 }
-# Layers whose top is a view of their bottom's memory (Caffe's ShareData), so that a later in-place
-# layer on either changes both; Concat of one bottom, Slice to one top and Permute in the same order
-# do it too, and the generator does not make those.
-SHARES_MEMORY = {"Split", "Reshape", "Flatten"}
 PREFIX = {
     "Convolution": "conv", "Deconvolution": "deconv", "InnerProduct": "fc", "Pooling": "pool",
     "BatchNorm": "bn", "Eltwise": "eltwise", "Concat": "concat", "Slice": "slice",
@@ -231,9 +225,8 @@ PREFIX = {
 
 
 class _Builder:
-    def __init__(self, rng, seed, pending, max_layers, aliasing):
+    def __init__(self, rng, seed, pending, max_layers):
         self.rng = rng
-        self.aliasing = aliasing
         self.seed = seed
         self.pending = pending
         self.max_layers = max_layers
@@ -261,9 +254,6 @@ class _Builder:
                 b.reads += 1
             for t in tops:
                 t.reads = 0  # a new version, even when the same Blob object stands for it
-                t.storage = t.storage or t.name
-                if type_ in SHARES_MEMORY and len(bottoms) == 1:
-                    t.storage = bottoms[0].storage
                 self.blobs[t.name] = t
                 self.shapes[(name, t.name)] = tuple(t.shape)
         self.layers.append(layer)
@@ -274,18 +264,16 @@ class _Builder:
         attributes unless given."""
         name = bottom.name if in_place else self.fresh("b")
         base = dict(mag=bottom.mag, sign=bottom.sign, low=bottom.low, index=0, ties=bottom.ties,
-                    caffe_order=bottom.caffe_order, is_input=False, reads=0,
-                    storage=bottom.storage if in_place else name)
+                    caffe_order=bottom.caffe_order, is_input=False, reads=0)
         base.update(attrs)
         return Blob(name, tuple(shape if shape is not None else bottom.shape), **base)
 
     def may_in_place(self, bottom):
         # Caffe inserts a Split before a blob version read twice and renames the in-place
         # layer's bottom, not its top: in place is only valid for a version's sole reader.
+        # (Writing a Split top or a Reshape view in place also changes the blobs sharing its
+        # memory: valid, and generated.)
         if bottom.reads or (bottom.is_input and not self.pending):
-            return False
-        if not self.aliasing and any(b.storage == bottom.storage and b.name != bottom.name
-                                     for b in self.blobs.values()):
             return False
         if self.rng.random() >= 0.35:
             return False
@@ -339,8 +327,9 @@ class _Builder:
         style = "layer"
         if rng.random() < 0.3:
             style = "input_dim" if all(len(i.shape) == 4 for i in self.inputs) and rng.random() < 0.5 else "input_shape"
-        # Caffe's save_hdf5 makes a group per layer name: a "/" in one makes it fail.
-        plain = not any("/" in layer.name for layer in self.layers)
+        # Caffe's save_hdf5 makes a group per layer name, its own Split layers named after blobs
+        # included: a "/" in one makes it fail.
+        plain = not any("/" in name for layer in self.layers for name in [layer.name, *layer.tops])
         weights = "h5" if plain and rng.random() < 0.15 else "caffemodel"
         return Net(name, self.inputs, self.layers, style, weights, self.seed, self.shapes, self.pending_used)
 
@@ -360,7 +349,7 @@ class _Builder:
         kind = ("uniform", 0.2, 2.0) if positive else ("normal", 1.0)
         self.inputs.append(Input(name, tuple(shape), kind))
         blob = Blob(name, tuple(shape), mag=2.0 if positive else 4.5, sign="pos" if positive else "any",
-                    low=0.2 if positive else 0.0, is_input=True, storage=name)
+                    low=0.2 if positive else 0.0, is_input=True)
         self.blobs[name] = blob
 
     def spatial(self):
@@ -372,7 +361,7 @@ class _Builder:
         n = rng.randint(1, 12)
         name = f"index{len(self.inputs)}"
         self.inputs.append(Input(name, shape, ("index", n)))
-        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, ties=True, is_input=True, storage=name)
+        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, ties=True, is_input=True)
         self.gen_Embed(self.blobs[name])
 
     # --- squashing: bring a large blob back to order one ---------------------------------
@@ -1013,8 +1002,6 @@ class _Builder:
         if rng.random() < 0.4:
             given = given[: rng.randint(1, x.rank)]
         order = given + [a for a in range(x.rank) if a not in given]  # Caffe appends the rest in order
-        if order == sorted(order):
-            return  # Caffe's top would share the bottom's memory: see SHARES_MEMORY
         shape = tuple(x.shape[a] for a in order)
         self.add("Permute", [x], [self.top(x, shape, caffe_order=len(shape) == 4)],
                  {"permute_param": {"order": given}})
