@@ -293,6 +293,13 @@ class _Builder:
     def choice(self, *options):
         return self.rng.choice(options)
 
+    def maybe(self, params, chances):
+        """``params`` with each ``key: (probability, value)`` of ``chances`` set that often."""
+        for key, (probability, value) in chances.items():
+            if self.rng.random() < probability:
+                params[key] = value
+        return params
+
     def signed_axis(self, axis, rank):
         return axis - rank if self.rng.random() < 0.3 else axis
 
@@ -387,8 +394,7 @@ class _Builder:
             return
         rng = self.rng
         n, c, h, w = x.shape
-        divisors = [g for g in range(1, c + 1) if c % g == 0]
-        group = rng.choices([1, c, rng.choice(divisors)], [6, 2, 2])[0]
+        group = rng.choices([1, c, self.divisor(c)], [6, 2, 2])[0]
         same = rng.random() < 0.35
         for _ in range(20):
             p = {}
@@ -431,6 +437,9 @@ class _Builder:
                        caffe_order=False)
         self.add("Convolution", [x], [top], params)
 
+    def divisor(self, n):
+        return self.rng.choice([g for g in range(1, n + 1) if n % g == 0])
+
     def kernel_pair(self, largest):
         if self.rng.random() < 0.7:
             k = self.rng.randint(1, largest)
@@ -462,8 +471,7 @@ class _Builder:
             return
         rng = self.rng
         n, c, h, w = x.shape
-        divisors = [g for g in range(1, c + 1) if c % g == 0]
-        group = rng.choices([1, rng.choice(divisors)], [7, 3])[0]
+        group = rng.choices([1, self.divisor(c)], [7, 3])[0]
         out = group * rng.randint(1, max(1, 8 // group))
         for _ in range(20):
             kh, kw = self.kernel_pair(4)
@@ -1011,13 +1019,8 @@ class _Builder:
         x = self.pick(lambda b: b.rank == 4 or (low_rank_ok and b.rank in (2, 3)))
         if x is None:
             return
-        p = {}
-        if self.rng.random() < 0.4:
-            p["normalize_variance"] = False
-        if self.rng.random() < 0.4:
-            p["across_channels"] = True
-        if self.rng.random() < 0.3:
-            p["eps"] = self.rng.choice([1e-3, 1e-6])
+        p = self.maybe({}, {"normalize_variance": (0.4, False), "across_channels": (0.4, True),
+                            "eps": (0.3, self.choice(1e-3, 1e-6))})
         shape = x.shape + (1,) * (4 - x.rank)
         if x.rank < 4:
             self.pending_used.add("mvn_low_rank")
@@ -1130,13 +1133,7 @@ class _Builder:
         x = self.pick(lambda b: b.rank == 4)
         if x is None:
             return
-        p = {}
-        if self.rng.random() < 0.5:
-            p["across_spatial"] = False
-        if self.rng.random() < 0.5:
-            p["channel_shared"] = False
-        if self.rng.random() < 0.3:
-            p["eps"] = 1e-6
+        p = self.maybe({}, {"across_spatial": (0.5, False), "channel_shared": (0.5, False), "eps": (0.3, 1e-6)})
         top = self.top(x, mag=4.0, sign="any", caffe_order=False)
         self.add("Normalize", [x], [top], {"norm_param": p} if p else {})
 
