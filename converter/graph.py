@@ -161,7 +161,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
         # Cut before inferring shapes, so layers past the cut (a Python proposal layer) never matter.
         layers = _needed(layers, {current[o] for o in outputs})
-    unsupported = sorted({layer.type for layer, _, _ in layers if layer.type not in _known(supported)})
+    # A layer calling itself (view) is not one _wire made (those name no Caffe bottom).
+    unsupported = sorted({layer.type for layer, _, _ in layers
+                          if layer.type not in _known(supported) or (layer.type == shapes.VIEW and layer.bottom)})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
     used_inputs = set(netdef.inputs)
