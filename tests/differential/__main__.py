@@ -47,6 +47,7 @@ def main(argv=None):
             if outcome.status in ("mismatch", "converter_refused"):
                 where = shrink_and_save(outcome, args.shrink)
                 print(f"{outcome.net.name}: shrunk to {where}", flush=True)
+    print(f"largest error among passing nets: {tally.worst or 'none'}")
     print(tally.line())
     return 0 if not any(o.status in ("mismatch", "converter_refused", "caffe_refused") for o in tally.failures) else 1
 

@@ -87,6 +87,7 @@ class Net:
     layers: list
     style: str = "layer"  # how inputs are declared: "layer", "input_shape" or "input_dim"
     weights: str = "caffemodel"  # the format Caffe saves the weights in: "caffemodel" or "h5" (HDF5)
+    legacy: bool = False  # written in the V1 format (``layers`` with enum types)
     seed: int = 0  # of the weights (Caffe's --randomize) and of the input values
     shapes: dict = field(default_factory=dict)  # (layer, top) -> the shape this module expects
     pending: set = field(default_factory=set)  # the PENDING slips this net may show
@@ -172,9 +173,9 @@ def render(net):
             else:
                 lines.extend(_render_fields({"input_shape": {"dim": list(inp.shape)}}, 0))
     for layer in net.layers:
-        lines.append("layer {")
+        lines.append("layers {" if net.legacy else "layer {")
         lines.append(f'  name: "{layer.name}"')
-        lines.append(f'  type: "{layer.type}"')
+        lines.append(f"  type: {V1_NAMES[layer.type]}" if net.legacy else f'  type: "{layer.type}"')
         lines.extend(f'  bottom: "{b}"' for b in layer.bottoms)
         lines.extend(f'  top: "{t}"' for t in layer.tops)
         if layer.phase:
@@ -182,6 +183,21 @@ def render(net):
         lines.extend(_render_fields(layer.params, 1))
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# The types a V1 prototxt can hold (with these parameters), and their V1 enum names.
+V1_NAMES = {
+    "AbsVal": "ABSVAL", "ArgMax": "ARGMAX", "BNLL": "BNLL", "Concat": "CONCAT", "Convolution": "CONVOLUTION",
+    "Deconvolution": "DECONVOLUTION", "Dropout": "DROPOUT", "Eltwise": "ELTWISE", "Exp": "EXP",
+    "Flatten": "FLATTEN", "InnerProduct": "INNER_PRODUCT", "LRN": "LRN", "MVN": "MVN", "Pooling": "POOLING",
+    "Power": "POWER", "ReLU": "RELU", "Sigmoid": "SIGMOID", "Silence": "SILENCE", "Softmax": "SOFTMAX",
+    "Split": "SPLIT", "Slice": "SLICE", "TanH": "TANH", "Threshold": "THRESHOLD",
+}
+# Types without learned blobs, whose layers may share a name (Caffe allows it: HED has five 'crop').
+WEIGHTLESS = {
+    "ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold", "Dropout", "Softmax",
+    "Concat", "Slice", "Split", "Eltwise", "Flatten", "Reshape", "Crop", "Permute", "Pooling", "LRN", "Tile",
+}
 
 
 def sigmoid(x):
@@ -248,6 +264,9 @@ class _Builder:
     def add(self, type_, bottoms, tops, params=None, phase=None, name=None):
         """Append a layer reading Blobs ``bottoms`` and producing Blobs ``tops``."""
         name = name or self.fresh(PREFIX.get(type_, type_.lower()))
+        namesakes = [layer.name for layer in self.layers if layer.type in WEIGHTLESS]
+        if type_ in WEIGHTLESS and namesakes and self.rng.random() < 0.03:
+            name = self.rng.choice(namesakes)
         layer = Layer(name, type_, [b.name for b in bottoms], [t.name for t in tops], params or {}, phase)
         if phase is None:
             for b in bottoms:
@@ -307,11 +326,14 @@ class _Builder:
 
     def build(self, name):
         rng = self.rng
+        # Some nets keep to the types a V1 (legacy) prototxt can hold, to be written that way.
+        legacy = rng.random() < 0.08
+        kinds = [k for k in WEIGHTS if k in V1_NAMES or k == "TrainOnly"] if legacy else list(WEIGHTS)
         n_inputs = rng.choices([1, 2, 3], [70, 25, 5])[0]
         batch = rng.choices([1, 2, 3], [5, 3, 1])[0]
         for i in range(n_inputs):
             self.new_input("data" if i == 0 else f"data{i}", batch)
-        if rng.random() < 0.1:
+        if rng.random() < 0.1 and "Embed" in kinds:
             self.new_index_input(batch)
         n_layers = rng.randint(1, self.max_layers)
         attempts = 0
@@ -321,7 +343,6 @@ class _Builder:
             if big and rng.random() < 0.7:
                 self.squash(rng.choice(big))
                 continue
-            kinds = list(WEIGHTS)
             kind = rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
             getattr(self, "gen_" + kind)()
         for inp in self.inputs:
@@ -332,13 +353,18 @@ class _Builder:
                 else:
                     self.squash(blob, force="TanH")
         style = "layer"
-        if rng.random() < 0.3:
+        if rng.random() < 0.3 or legacy:  # V1 nets declare their inputs in the net's header
             style = "input_dim" if all(len(i.shape) == 4 for i in self.inputs) and rng.random() < 0.5 else "input_shape"
         # Caffe's save_hdf5 makes a group per layer name, its own Split layers named after blobs
         # included: a "/" in one makes it fail.
-        plain = not any("/" in name for layer in self.layers for name in [layer.name, *layer.tops])
+        names = [layer.name for layer in self.layers]
+        plain = len(set(names)) == len(names) and not any("/" in n for layer in self.layers
+                                                          for n in [layer.name, *layer.tops])
         weights = "h5" if plain and rng.random() < 0.15 else "caffemodel"
-        return Net(name, self.inputs, self.layers, style, weights, self.seed, self.shapes, self.pending_used)
+        expressible = all(layer.type in V1_NAMES and not (layer.type == "Flatten" and layer.params)
+                          for layer in self.layers)
+        legacy = expressible and (legacy or style != "layer" and rng.random() < 0.3)
+        return Net(name, self.inputs, self.layers, style, weights, legacy, self.seed, self.shapes, self.pending_used)
 
     def new_input(self, name, batch):
         rng = self.rng

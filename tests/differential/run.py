@@ -63,6 +63,7 @@ class Outcome:
     layer_type: str = None
     compared: int = 0
     largest: float = 0.0  # max |value| of any blob Caffe computed (inf: a NaN or inf among them)
+    worst: str = ""  # the tensor with the largest relative error, and its layer's type
     notes: list = field(default_factory=list)  # generator shape beliefs Caffe contradicted
 
     @property
@@ -172,7 +173,8 @@ def compare(net, result, prototxt, caffemodel):
                                         f"{list(expected.shape)}"))
                 continue
             rel = max_error(got, expected) / max(1.0, float(np.abs(expected).max()) if expected.size else 0.0)
-            outcome.max_rel = max(outcome.max_rel, rel)
+            if rel > outcome.max_rel:
+                outcome.max_rel, outcome.worst = rel, f"{layer['name']}/{top} ({layer['type']})"
             if rel > RTOL:
                 failures.append((layer, f"{layer['name']}/{top}: max rel error {rel:.3g}"))
 
@@ -339,6 +341,7 @@ class Tally:
     failures: list = field(default_factory=list)  # outcomes that are not ok
     generator_notes: list = field(default_factory=list)
     largest: float = 0.0  # max |value| Caffe computed in any net
+    worst: str = ""  # where the largest relative error among passing nets is
     seconds: float = 0.0
     nets: int = 0
 
@@ -346,8 +349,8 @@ class Tally:
         self.nets += 1
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         self.largest = max(self.largest, outcome.largest)
-        if outcome.status == "ok":
-            self.max_rel = max(self.max_rel, outcome.max_rel)
+        if outcome.status == "ok" and outcome.max_rel >= self.max_rel:
+            self.max_rel, self.worst = outcome.max_rel, f"{outcome.net.name}: {outcome.worst}"
         if outcome.status != "ok":
             self.failures.append(outcome)
         self.generator_notes.extend(f"{outcome.net.name}: {n}" for n in outcome.notes)
