@@ -406,11 +406,12 @@ class _Builder:
             top = self.top(x, mag=1.0, low=x.low * scale)
             self.add("Power", [x], [top], {"power_param": {"scale": scale}})
         elif kind == "Softmax" and x.rank >= 2:
-            self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=0.0)])
+            self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=0.0, ties=x.ties or x.mag > 20)])
         elif kind == "Sigmoid":
-            self.add("Sigmoid", [x], [self.top(x, mag=1.0, sign="pos", low=sigmoid(-min(x.mag, 30)))])
+            self.add("Sigmoid", [x], [self.top(x, mag=1.0, sign="pos", low=sigmoid(-min(x.mag, 30)),
+                                               ties=x.ties or x.mag > 12)])
         else:
-            self.add("TanH", [x], [self.top(x, mag=1.0, sign="any", low=0.0)])
+            self.add("TanH", [x], [self.top(x, mag=1.0, sign="any", low=0.0, ties=x.ties or x.mag > 6)])
 
     # --- one generator per Caffe type ------------------------------------------------------
 
@@ -665,10 +666,13 @@ class _Builder:
                    mag=lambda x: max(x.mag, alpha or 1.0))
 
     def gen_Sigmoid(self):
-        self.unary("Sigmoid", {}, mag_limit=1e9, mag=1.0, sign="pos", low=lambda x: sigmoid(-min(x.mag, 30)))
+        # Saturating to exactly 1 (or 0) makes ties.
+        self.unary("Sigmoid", {}, mag_limit=1e9, mag=1.0, sign="pos", low=lambda x: sigmoid(-min(x.mag, 30)),
+                   ties=lambda x: x.ties or x.mag > 12)
 
     def gen_TanH(self):
-        self.unary("TanH", {}, mag_limit=1e9, mag=1.0, sign=lambda x: x.sign if x.sign != "pos" else "nonneg")
+        self.unary("TanH", {}, mag_limit=1e9, mag=1.0, sign=lambda x: x.sign if x.sign != "pos" else "nonneg",
+                   ties=lambda x: x.ties or x.mag > 6)
 
     def gen_AbsVal(self):
         self.unary("AbsVal", {}, sign=lambda x: "pos" if x.sign == "pos" else "nonneg")
@@ -799,7 +803,7 @@ class _Builder:
             axis = 1
         p = {"softmax_param": {"axis": self.signed_axis(axis, x.rank)}} if axis != 1 or self.rng.random() < 0.2 else {}
         low = math.exp(-2 * min(x.mag, 40)) / x.shape[axis]
-        self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=low, ties=x.ties)], p)
+        self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=low, ties=x.ties or x.mag > 20)], p)
 
     def gen_Concat(self):
         x = self.pick()
