@@ -1274,7 +1274,12 @@ class _Builder:
         shape = (1, 2, h * w * per_cell * 4)
         if math.prod(shape) > MAX_ELEMENTS:
             return
-        self.add("PriorBox", [x, image], [Blob(self.fresh("priors"), shape, mag=4.0, sign="any", ties=True)],
+        # Box corners over the image size: far outside [0, 1] for a small image and big boxes.
+        img = (p.get("img_h", p.get("img_size", image.shape[2])), p.get("img_w", p.get("img_size", image.shape[3])))
+        steps = (p.get("step_h", p.get("step", img[0] / h)), p.get("step_w", p.get("step", img[1] / w)))
+        half = max(p.get("max_size", p["min_size"])) * 0.9  # sqrt(3) / 2 of the widest box
+        mag = 1.0 if p["clip"] else max((size * step + half) / extent for size, step, extent in zip((h, w), steps, img))
+        self.add("PriorBox", [x, image], [Blob(self.fresh("priors"), shape, mag=mag + 1, sign="any", ties=True)],
                  {"prior_box_param": p})
 
     # --- patterns of real nets ----------------------------------------------------------
