@@ -7,9 +7,10 @@ oracle's interpreter and reads back ``.npz`` results; :func:`solve` does the sam
 ``$CAFFE_ORACLE_DIR/run_caffe.sh``, ``~/.cache/caffe-oracle/run_caffe.sh``.
 
 Where this Caffe differs from the Caffe a prototxt was written for, :func:`for_this_caffe`
-rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Not rewritable, so not a
-reference: its PriorBox truncates ``min_size``/``max_size`` to integers (SSD keeps floats; a
-detector with ``min_size: 51.2`` gets boxes ~7e-4 off, where OpenCV and the converter agree).
+rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Its PriorBox reads
+``min_size``/``max_size`` into ints as SSD's own (weiliu89/caffe, prior_box_layer.cpp:
+``int min_size_ = min_sizes_[s];``) does; OpenCV keeps the fraction, so there OpenCV is no
+reference (``min_size: 51.2``: boxes ~7e-4 apart).
 """
 
 import json
