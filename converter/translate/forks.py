@@ -148,9 +148,6 @@ def bilinear_interpolate(ctx, node, inputs):
     p = node.param.bilinear_interpolate_param
     x = inputs[0]
     x = ctx.legacy(x, node)
-    if min(x.shape[2:]) < 2:
-        # Caffe's corner indices are clamped to [0, size - 2]: it reads outside a 1-wide input.
-        raise ctx.fail(node, f"BilinearInterpolate needs an input of at least 2x2, got {list(x.shape)}")
     out_hw = ctx.shape(node)[2:]
     layer = layers.BilinearResize(x.shape[2:], out_hw, align_corners=p.align_corners, name=ctx.name(node))
     return [layer(ctx.canonical(x, node))]

@@ -1204,12 +1204,13 @@ class _Builder:
                  {"pixelshuffle_param": {"upscale_factor": r}})
 
     def gen_BilinearInterpolate(self):
-        # Caffe reads out of bounds for a 1-wide input and divides by dst - 1 with align_corners.
-        x = self.pick(lambda b: b.rank == 4 and min(b.shape[2:]) >= 2)
+        # With align_corners Caffe divides by dst - 1: a 1-wide output is NaN. A bottom of fewer
+        # axes is read as (num, channels, height, width) padded with 1s.
+        x = self.pick(lambda b: 2 <= b.rank <= 4)
         if x is None:
             return
         rng = self.rng
-        n, c, h, w = x.shape
+        n, c, h, w = x.shape + (1,) * (4 - x.rank)
         align = rng.choice([None, True, False])
         least = 1 if align is False else 2
         form = rng.random()

@@ -48,8 +48,8 @@ CHUNK = 40  # nets per Caffe process
 # Refusals the README documents as deliberate ("Refused on purpose"): (pattern of the message, why).
 DELIBERATE = [
     (r"with a learned parameter over the batch axis is not supported", "its size would fix the batch"),
-    (r"(cropping|tiling) the batch axis is not supported|moves the batch axis", "the batch axis stays put"),
-    (r"BilinearInterpolate needs an input of at least 2x2", "Caffe reads outside a 1-wide input"),
+    (r"cropping the batch axis is not supported|moves the batch axis", "the batch axis stays put"),
+    (r"BilinearInterpolate with align_corners divides by the output size", "Caffe divides by zero"),
 ]
 
 
