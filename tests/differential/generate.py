@@ -8,11 +8,9 @@ about each top's shape is recorded (``Net.shapes``) and checked against Caffe's 
 Values are kept where float32 is well-conditioned: every blob carries a rough bound on its
 magnitude and its sign, so Exp sees a bounded argument, Log and fractional Powers a positive one,
 Embed integer indices, and blobs that have grown large are squashed before they grow further.
-Which values may hold exact ties (ReLU zeros, tiled copies) is tracked too: ArgMax breaks ties
-in Caffe's own way, one of the pending slips.
 
-``Pending`` names slips other engineers are fixing (issue 9 §3); by default nets that would
-only show those are not generated, ``pending=True`` generates them too.
+``PENDING`` names slips another engineer is fixing (output naming, issue 9 §3); by default nets
+that would only show those are not generated, ``pending=True`` generates them too.
 """
 
 import math
@@ -21,13 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-# The slips of issue 9 §3 someone else is fixing: the generator avoids them unless asked.
+# Slips of issue 9 §3 someone else is fixing: the generator avoids them unless asked.
 PENDING = {
-    "ip_caffe_order": "InnerProduct on a 4-D blob held in Caffe order (slips a)",
-    "argmax_ties": "ArgMax over values with exact ties (slips b)",
-    "bn_batch_stats": "BatchNorm use_global_stats: false in a TEST net (slips c)",
-    "argmax_no_axis": "ArgMax without axis: Caffe's top is 4-D (slips d)",
-    "mvn_low_rank": "MVN on a 2-D/3-D bottom: Caffe's top is 4-D (slips d)",
     "unread_input": "an Input blob no layer reads is a Caffe output (names)",
     "inplace_input": "an in-place layer on an Input blob (names)",
 }
@@ -49,8 +42,6 @@ class Blob:
     sign: str = "any"  # "any", "nonneg" or "pos"
     low: float = 0.0  # "pos": rough lower bound of the values
     index: int = 0  # > 0: integer values in [0, index), Embed's bottoms
-    ties: bool = False  # may hold exactly equal values
-    caffe_order: bool = False  # likely held in Caffe order by the converter (slip a)
     is_input: bool = False
     reads: int = 0  # layers reading this version of the blob
 
@@ -282,8 +273,7 @@ class _Builder:
         """A Blob for a layer's top: a new name (or ``bottom``'s when in place), ``bottom``'s
         attributes unless given."""
         name = bottom.name if in_place else self.fresh("b")
-        base = dict(mag=bottom.mag, sign=bottom.sign, low=bottom.low, index=0, ties=bottom.ties,
-                    caffe_order=bottom.caffe_order, is_input=False, reads=0)
+        base = dict(mag=bottom.mag, sign=bottom.sign, low=bottom.low, index=0, is_input=False, reads=0)
         base.update(attrs)
         return Blob(name, tuple(shape if shape is not None else bottom.shape), **base)
 
@@ -394,7 +384,7 @@ class _Builder:
         n = rng.randint(1, 12)
         name = f"index{len(self.inputs)}"
         self.inputs.append(Input(name, shape, ("index", n)))
-        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, ties=True, is_input=True)
+        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, is_input=True)
         self.gen_Embed(self.blobs[name])
 
     # --- squashing: bring a large blob back to order one ---------------------------------
@@ -406,12 +396,11 @@ class _Builder:
             top = self.top(x, mag=1.0, low=x.low * scale)
             self.add("Power", [x], [top], {"power_param": {"scale": scale}})
         elif kind == "Softmax" and x.rank >= 2:
-            self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=0.0, ties=x.ties or x.mag > 20)])
+            self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=0.0)])
         elif kind == "Sigmoid":
-            self.add("Sigmoid", [x], [self.top(x, mag=1.0, sign="pos", low=sigmoid(-min(x.mag, 30)),
-                                               ties=x.ties or x.mag > 12)])
+            self.add("Sigmoid", [x], [self.top(x, mag=1.0, sign="pos", low=sigmoid(-min(x.mag, 30)))])
         else:
-            self.add("TanH", [x], [self.top(x, mag=1.0, sign="any", low=0.0, ties=x.ties or x.mag > 6)])
+            self.add("TanH", [x], [self.top(x, mag=1.0, sign="any", low=0.0)])
 
     # --- one generator per Caffe type ------------------------------------------------------
 
@@ -458,10 +447,7 @@ class _Builder:
         if rng.random() < 0.25:
             p["bias_term"] = False
         params = {"convolution_param": {"num_output": out, **p}}
-        # Windows wholly in the padding all hold the bias: exact ties.
-        padded_only = ph >= dh * (kh - 1) + 1 or pw >= dw * (kw - 1) + 1
-        top = self.top(x, (n, out, oh, ow), mag=x.mag * 1.5 + 2.5, sign="any", ties=x.ties or padded_only,
-                       caffe_order=False)
+        top = self.top(x, (n, out, oh, ow), mag=x.mag * 1.5 + 2.5, sign="any")
         self.add("Convolution", [x], [top], params)
 
     def divisor(self, n):
@@ -526,24 +512,15 @@ class _Builder:
         # Caffe's random weights are scaled for out/group*kh*kw inputs; each output sums about
         # c/group*kh*kw/(sh*sw) of them.
         gain = math.sqrt(max(1.0, c / max(out, 1))) * 1.5
-        self.add("Deconvolution", [x], [self.top(x, (n, out, oh, ow), mag=x.mag * gain + 2.5, sign="any",
-                                                 ties=x.ties or sh > kh or sw > kw or ph or pw, caffe_order=False)],
+        self.add("Deconvolution", [x], [self.top(x, (n, out, oh, ow), mag=x.mag * gain + 2.5, sign="any")],
                  {"convolution_param": p})
 
     def gen_InnerProduct(self):
         rng = self.rng
-
-        def ok(b):
-            if b.rank < 2 or b.count // b.shape[0] > 600:
-                return False
-            return self.pending or not (b.rank == 4 and b.caffe_order)
-
-        x = self.pick(ok)
+        x = self.pick(lambda b: b.rank >= 2 and b.count // b.shape[0] <= 600)
         if x is None:
             return
         axis = rng.randint(1, x.rank - 1)
-        if x.rank == 4 and axis == 3 and not self.pending:
-            axis = rng.randint(1, 2)
         k = math.prod(x.shape[axis:])
         out = rng.randint(1, 16)
         shape = x.shape[:axis] + (out,)
@@ -558,10 +535,8 @@ class _Builder:
         if rng.random() < 0.2:
             p["bias_term"] = False
         gain = math.sqrt(max(1.0, k / out)) if transpose else 1.0
-        if x.rank == 4 and (x.caffe_order or axis == 3):
-            self.pending_used.add("ip_caffe_order")
-        self.add("InnerProduct", [x], [self.top(x, shape, mag=x.mag * 1.5 * gain + 2.5, sign="any",
-                                                caffe_order=len(shape) == 4)], {"inner_product_param": p})
+        top = self.top(x, shape, mag=x.mag * 1.5 * gain + 2.5, sign="any")
+        self.add("InnerProduct", [x], [top], {"inner_product_param": p})
 
     def gen_Pooling(self):
         x = self.pick(lambda b: b.rank == 4)
@@ -574,7 +549,6 @@ class _Builder:
         if rng.random() < 0.15:
             p["global_pooling"] = True
             out = (1, 1)
-            ties = x.ties
         else:
             for _ in range(20):
                 kh, kw = self.kernel_pair(4)
@@ -600,12 +574,11 @@ class _Builder:
                     p["ceil_mode"] = False
             elif rng.random() < 0.2:
                 p["round_mode"] = Enum("CEIL")
-            ties = x.ties or kind == "MAX" and (sh < kh or sw < kw) or bool(ph or pw)
-        top = self.top(x, (n, c) + tuple(out), mag=x.mag, ties=ties, caffe_order=False)
+        top = self.top(x, (n, c) + tuple(out), mag=x.mag)
         tops = [top]
-        if kind == "MAX" and not x.ties and rng.random() < 0.15 and not p.get("global_pooling"):
+        if kind == "MAX" and rng.random() < 0.15 and not p.get("global_pooling"):
             # The argmax mask top (SegNet): indices into the bottom's H*W plane.
-            tops.append(self.top(x, top.shape, mag=h * w, sign="nonneg", ties=True, caffe_order=False))
+            tops.append(self.top(x, top.shape, mag=h * w, sign="nonneg"))
         self.add("Pooling", [x], tops, {"pooling_param": p})
 
     def gen_LRN(self):
@@ -622,7 +595,7 @@ class _Builder:
             p["k"] = rng.choice([1.0, 2.0, 0.5])
         if rng.random() < 0.4:
             p["norm_region"] = Enum("WITHIN_CHANNEL")
-        top = self.top(x, mag=x.mag * 2, sign=x.sign, ties=x.ties, caffe_order=False)
+        top = self.top(x, mag=x.mag * 2, sign=x.sign)
         self.add("LRN", [x], [top], {"lrn_param": p})
 
     def unary(self, type_, params, ok=lambda b: True, mag_limit=SQUASH_ABOVE, **attrs):
@@ -640,7 +613,7 @@ class _Builder:
         slope = self.rng.choice([0.0, 0.0, 0.0, 0.1, 0.01, -0.3, 1.5])
         if slope == 0.0:
             self.unary("ReLU", {} if self.rng.random() < 0.8 else {"relu_param": {"negative_slope": 0.0}},
-                       sign=lambda x: "pos" if x.sign == "pos" else "nonneg", ties=True)
+                       sign=lambda x: "pos" if x.sign == "pos" else "nonneg")
         else:
             self.unary("ReLU", {"relu_param": {"negative_slope": slope}}, mag=lambda x: x.mag * max(1, abs(slope)),
                        sign=lambda x: x.sign if slope > 0 else "any")
@@ -649,7 +622,7 @@ class _Builder:
         p = {}
         if self.rng.random() < 0.3:
             p = {"relu6_param": {"negative_slope": self.rng.choice([0.1, 0.2, -0.5])}}
-        self.unary("ReLU6", p, mag=6.0, sign=lambda x: "any" if p else "nonneg", ties=True)
+        self.unary("ReLU6", p, mag=6.0, sign=lambda x: "any" if p else "nonneg")
 
     def gen_PReLU(self):
         def params(x):
@@ -666,13 +639,10 @@ class _Builder:
                    mag=lambda x: max(x.mag, alpha or 1.0))
 
     def gen_Sigmoid(self):
-        # Saturating to exactly 1 (or 0) makes ties.
-        self.unary("Sigmoid", {}, mag_limit=1e9, mag=1.0, sign="pos", low=lambda x: sigmoid(-min(x.mag, 30)),
-                   ties=lambda x: x.ties or x.mag > 12)
+        self.unary("Sigmoid", {}, mag_limit=1e9, mag=1.0, sign="pos", low=lambda x: sigmoid(-min(x.mag, 30)))
 
     def gen_TanH(self):
-        self.unary("TanH", {}, mag_limit=1e9, mag=1.0, sign=lambda x: x.sign if x.sign != "pos" else "nonneg",
-                   ties=lambda x: x.ties or x.mag > 6)
+        self.unary("TanH", {}, mag_limit=1e9, mag=1.0, sign=lambda x: x.sign if x.sign != "pos" else "nonneg")
 
     def gen_AbsVal(self):
         self.unary("AbsVal", {}, sign=lambda x: "pos" if x.sign == "pos" else "nonneg")
@@ -686,11 +656,10 @@ class _Builder:
             p["alpha"] = self.rng.choice([0.1, 1.0 / 6, 0.5])
         if self.rng.random() < 0.3:
             p["beta"] = self.rng.choice([0.5, 0.3])
-        self.unary("HardSigmoid", {"hardsigmoid_param": p} if p else {}, mag_limit=1e9, mag=1.0, sign="nonneg",
-                   ties=True)
+        self.unary("HardSigmoid", {"hardsigmoid_param": p} if p else {}, mag_limit=1e9, mag=1.0, sign="nonneg")
 
     def gen_HardSwish(self):
-        self.unary("HardSwish", {}, sign="any", ties=True)
+        self.unary("HardSwish", {}, sign="any")
 
     def gen_Power(self):
         x = self.pick(mag_limit=1e9)
@@ -730,7 +699,7 @@ class _Builder:
         low = min(base_lo**power, base_hi**power) if fractional else 0.0
         if power == 0.0:
             sign, low, mag = "pos", 1.0, 1.0
-        top = self.top(x, in_place=in_place, mag=mag, sign=sign, low=low, ties=x.ties or power == 0.0)
+        top = self.top(x, in_place=in_place, mag=mag, sign=sign, low=low)
         self.add("Power", [x], [top], {"power_param": p} if p else {})
 
     def gen_Exp(self):
@@ -750,7 +719,7 @@ class _Builder:
             p["shift"] = shift
         top_reach = reach + abs(shift * ln)
         top = self.top(x, in_place=self.may_in_place(x), mag=math.exp(top_reach), sign="pos",
-                       low=math.exp(-top_reach), ties=x.ties)
+                       low=math.exp(-top_reach))
         self.add("Exp", [x], [top], {"exp_param": p})
 
     def gen_Log(self):
@@ -783,7 +752,7 @@ class _Builder:
 
     def gen_Threshold(self):
         t = self.rng.choice([0.0, 0.5, -0.3, 1.0])
-        self.unary("Threshold", {"threshold_param": {"threshold": t}} if t else {}, mag=1.0, sign="nonneg", ties=True)
+        self.unary("Threshold", {"threshold_param": {"threshold": t}} if t else {}, mag=1.0, sign="nonneg")
 
     def gen_Dropout(self):
         def params(x):
@@ -803,7 +772,7 @@ class _Builder:
             axis = 1
         p = {"softmax_param": {"axis": self.signed_axis(axis, x.rank)}} if axis != 1 or self.rng.random() < 0.2 else {}
         low = math.exp(-2 * min(x.mag, 40)) / x.shape[axis]
-        self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=low, ties=x.ties or x.mag > 20)], p)
+        self.add("Softmax", [x], [self.top(x, mag=1.0, sign="pos", low=low)], p)
 
     def gen_Concat(self):
         x = self.pick()
@@ -824,9 +793,7 @@ class _Builder:
                 p["concat_dim"] = axis
             else:
                 p["axis"] = self.signed_axis(axis, x.rank)
-        top = self.top(x, tuple(shape), mag=max(b.mag for b in parts), sign=_meet(parts), low=min(b.low for b in parts),
-                       ties=any(b.ties for b in parts) or len({b.name for b in parts}) < len(parts),
-                       caffe_order=any(b.caffe_order for b in parts))
+        top = self.top(x, tuple(shape), mag=max(b.mag for b in parts), sign=_meet(parts), low=min(b.low for b in parts))
         self.add("Concat", parts, [top], {"concat_param": p} if p else {})
 
     def gen_Slice(self):
@@ -891,9 +858,7 @@ class _Builder:
             if mag > 200:
                 return
             sign = sign if sign == "pos" else ("nonneg" if sign == "nonneg" else "any")
-        ties = any(b.ties for b in parts) or op == "MAX" and len({b.name for b in parts}) < len(parts)
-        top = self.top(x, mag=mag, sign=sign, low=math.prod(b.low for b in parts) if op == "PROD" else 0.0,
-                       ties=ties, caffe_order=any(b.caffe_order for b in parts))
+        top = self.top(x, mag=mag, sign=sign, low=math.prod(b.low for b in parts) if op == "PROD" else 0.0)
         if sign == "pos" and op == "SUM":
             top.low = sum(b.low for b in parts)
         elif sign == "pos" and op == "MAX":
@@ -909,12 +874,11 @@ class _Builder:
             p["eps"] = self.rng.choice([1e-5, 1e-3, 0.1])
         if self.rng.random() < 0.3:
             p["use_global_stats"] = True
-        elif self.pending and self.rng.random() < 0.15:
-            p["use_global_stats"] = False
-            self.pending_used.add("bn_batch_stats")
+        elif self.rng.random() < 0.15:
+            p["use_global_stats"] = False  # in a TEST net: normalise by the batch's own moments
         if self.rng.random() < 0.2:
             p["moving_average_fraction"] = 0.9
-        top = self.top(x, in_place=self.may_in_place(x), mag=(x.mag + 1.5) * 2.3, sign="any", ties=x.ties)
+        top = self.top(x, in_place=self.may_in_place(x), mag=(x.mag + 1.5) * 2.3, sign="any")
         self.add("BatchNorm", [x], [top], {"batch_norm_param": p} if p else {})
 
     def affine_axes(self, x):
@@ -945,8 +909,7 @@ class _Builder:
             if not bias and rng.random() < (0.3 if axis else 0.03):
                 p["bias_term"] = True  # over the batch axis a deliberate refusal
             mag = x.mag * s.mag + 3 if not bias else x.mag + s.mag
-            top = self.top(x, in_place=s is not x and self.may_in_place(x), mag=mag, sign="any", ties=x.ties or s.ties,
-                           caffe_order=x.caffe_order)
+            top = self.top(x, in_place=s is not x and self.may_in_place(x), mag=mag, sign="any")
             self.add(type_, [x, s], [top], {key: p} if p else {})
             return
         axis, num_axes, _ = self.affine_axes(x)
@@ -957,7 +920,7 @@ class _Builder:
         if not bias and rng.random() < 0.5:
             p["bias_term"] = True
         mag = (x.mag + 1) * 3 if not bias else x.mag + 3
-        top = self.top(x, in_place=self.may_in_place(x), mag=mag, sign="any", ties=x.ties)
+        top = self.top(x, in_place=self.may_in_place(x), mag=mag, sign="any")
         self.add(type_, [x], [top], {key: p} if p else {})
 
     def gen_Bias(self):
@@ -976,7 +939,7 @@ class _Builder:
         if end != x.rank - 1 or rng.random() < 0.2:
             p["end_axis"] = self.signed_axis(end, x.rank)
         shape = x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:]
-        self.add("Flatten", [x], [self.top(x, shape, caffe_order=len(shape) == 4)], {"flatten_param": p} if p else {})
+        self.add("Flatten", [x], [self.top(x, shape)], {"flatten_param": p} if p else {})
 
     def gen_Reshape(self):
         x = self.pick()
@@ -1006,7 +969,7 @@ class _Builder:
             p["axis"] = axis if rng.random() < 0.6 else axis - rank - 1
         if end != rank:
             p["num_axes"] = end - axis
-        self.add("Reshape", [x], [self.top(x, shape, caffe_order=len(shape) == 4)], {"reshape_param": p})
+        self.add("Reshape", [x], [self.top(x, shape)], {"reshape_param": p})
 
     def gen_Crop(self):
         x = self.pick(lambda b: b.rank >= 2)
@@ -1041,19 +1004,16 @@ class _Builder:
             given = given[: rng.randint(1, x.rank)]
         order = given + [a for a in range(x.rank) if a not in given]  # Caffe appends the rest in order
         shape = tuple(x.shape[a] for a in order)
-        self.add("Permute", [x], [self.top(x, shape, caffe_order=len(shape) == 4)],
+        self.add("Permute", [x], [self.top(x, shape)],
                  {"permute_param": {"order": given}})
 
     def gen_MVN(self):
-        low_rank_ok = self.pending
-        x = self.pick(lambda b: b.rank == 4 or (low_rank_ok and b.rank in (2, 3)))
+        x = self.pick(lambda b: 2 <= b.rank <= 4)
         if x is None:
             return
         p = self.maybe({}, {"normalize_variance": (0.4, False), "across_channels": (0.4, True),
                             "eps": (0.3, self.choice(1e-3, 1e-6))})
-        shape = x.shape + (1,) * (4 - x.rank)
-        if x.rank < 4:
-            self.pending_used.add("mvn_low_rank")
+        shape = x.shape + (1,) * (4 - x.rank)  # Caffe reshapes the top to (num, channels, height, width)
         self.add("MVN", [x], [self.top(x, shape, mag=max(x.mag * 2, 6.0), sign="any")], {"mvn_param": p} if p else {})
 
     def gen_Reduction(self):
@@ -1080,29 +1040,25 @@ class _Builder:
         sign = "any" if coeff < 0 or op in ("SUM", "MEAN") else "nonneg"
         if op in ("SUM", "MEAN") and x.sign != "any" and coeff > 0:
             sign = "nonneg"
-        self.add("Reduction", [x], [self.top(x, x.shape[:axis], mag=mag, sign=sign, low=0.0,
-                                             caffe_order=False)], {"reduction_param": p} if p else {})
+        top = self.top(x, x.shape[:axis], mag=mag, sign=sign, low=0.0)
+        self.add("Reduction", [x], [top], {"reduction_param": p} if p else {})
 
     def gen_ArgMax(self):
-        pending = self.pending
-        x = self.pick(lambda b: pending or not b.ties)
+        x = self.pick()
         if x is None:
             return
         rng = self.rng
         p = {}
-        if x.ties:
-            self.pending_used.add("argmax_ties")
         out_max_val = rng.random() < 0.4
         if out_max_val:
             p["out_max_val"] = True
-        if pending and rng.random() < 0.3:
+        if rng.random() < 0.3:
             k = rng.randint(1, min(3, x.count // x.shape[0]))
             if k > 1:
                 p["top_k"] = k
+            # Without an axis Caffe's top keeps the bottom's rank, at least 3: (N, 1 or 2, K, 1, ...).
             shape = (x.shape[0], 2 if out_max_val else 1, k) + (1,) * (x.rank - 3 if x.rank > 3 else 0)
-            self.pending_used.add("argmax_no_axis")
-            self.add("ArgMax", [x], [self.top(x, shape, mag=max(x.mag, x.count), sign="any", ties=True,
-                                               caffe_order=False)], {"argmax_param": p})
+            self.add("ArgMax", [x], [self.top(x, shape, mag=max(x.mag, x.count), sign="any")], {"argmax_param": p})
             return
         axis = rng.randrange(x.rank) if rng.random() < 0.2 else rng.randint(min(1, x.rank - 1), x.rank - 1)
         if axis == 0:
@@ -1113,7 +1069,7 @@ class _Builder:
         p["axis"] = axis
         shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
         mag = x.mag if out_max_val else x.shape[axis]
-        self.add("ArgMax", [x], [self.top(x, shape, mag=mag, sign=x.sign if out_max_val else "nonneg", ties=True)],
+        self.add("ArgMax", [x], [self.top(x, shape, mag=mag, sign=x.sign if out_max_val else "nonneg")],
                  {"argmax_param": p})
 
     def gen_Tile(self):
@@ -1129,7 +1085,7 @@ class _Builder:
         p = {"tiles": tiles}
         if axis != 1 or self.rng.random() < 0.3:
             p["axis"] = self.signed_axis(axis, x.rank)
-        self.add("Tile", [x], [self.top(x, tuple(shape), ties=True)], {"tile_param": p})
+        self.add("Tile", [x], [self.top(x, tuple(shape))], {"tile_param": p})
 
     def gen_Embed(self, x=None):
         if x is None:
@@ -1143,7 +1099,7 @@ class _Builder:
         if rng.random() < 0.3:
             p["bias_term"] = False
         shape = x.shape + (out,)
-        self.add("Embed", [x], [Blob(self.fresh("embed"), shape, mag=4.0, ties=True, caffe_order=len(shape) == 4)],
+        self.add("Embed", [x], [Blob(self.fresh("embed"), shape, mag=4.0)],
                  {"embed_param": p})
 
     def gen_Silence(self):
@@ -1164,7 +1120,7 @@ class _Builder:
         if x is None:
             return
         p = self.maybe({}, {"across_spatial": (0.5, False), "channel_shared": (0.5, False), "eps": (0.3, 1e-6)})
-        top = self.top(x, mag=4.0, sign="any", caffe_order=False)
+        top = self.top(x, mag=4.0, sign="any")
         self.add("Normalize", [x], [top], {"norm_param": p} if p else {})
 
     def gen_Upsample(self):
@@ -1176,7 +1132,7 @@ class _Builder:
         s = scale or 1
         if n * c * h * w * s * s > MAX_ELEMENTS:
             return
-        self.add("Upsample", [x], [self.top(x, (n, c, h * s, w * s), ties=True, caffe_order=False)],
+        self.add("Upsample", [x], [self.top(x, (n, c, h * s, w * s))],
                  {"upsample_param": {"scale": scale}} if scale else {})
 
     def gen_Pad(self):
@@ -1191,7 +1147,7 @@ class _Builder:
             p["pad_value"] = value
         n, c, h, w = x.shape
         self.add("Pad", [x], [self.top(x, (n, c, h + up + down, w + left + right), mag=max(x.mag, abs(value)),
-                                       sign="any" if value < 0 else x.sign, ties=True, caffe_order=False)],
+                                       sign="any" if value < 0 else x.sign)],
                  {"pad_param": p})
 
     def gen_PixelShuffle(self):
@@ -1200,17 +1156,18 @@ class _Builder:
             return
         n, c, h, w = x.shape
         r = 2 if c % 4 == 0 else 3
-        self.add("PixelShuffle", [x], [self.top(x, (n, c // (r * r), h * r, w * r), caffe_order=False)],
+        self.add("PixelShuffle", [x], [self.top(x, (n, c // (r * r), h * r, w * r))],
                  {"pixelshuffle_param": {"upscale_factor": r}})
 
     def gen_BilinearInterpolate(self):
-        # With align_corners Caffe divides by dst - 1: a 1-wide output is NaN. A bottom of fewer
-        # axes is read as (num, channels, height, width) padded with 1s.
-        x = self.pick(lambda b: 2 <= b.rank <= 4)
+        # With align_corners Caffe divides by dst - 1: a 1-wide output is NaN. A 1-wide input (a
+        # bottom of fewer axes is read as N x C x 1 x 1) makes Caffe read the element before it,
+        # with weight 0: the right value, unless that memory holds a NaN.
+        x = self.pick(lambda b: b.rank == 4 and min(b.shape[2:]) >= 2)
         if x is None:
             return
         rng = self.rng
-        n, c, h, w = x.shape + (1,) * (4 - x.rank)
+        n, c, h, w = x.shape
         align = rng.choice([None, True, False])
         least = 1 if align is False else 2
         form = rng.random()
@@ -1228,7 +1185,7 @@ class _Builder:
             return
         if align is not None:
             p["align_corners"] = align
-        self.add("BilinearInterpolate", [x], [self.top(x, (n, c, dh, dw), caffe_order=False)],
+        self.add("BilinearInterpolate", [x], [self.top(x, (n, c, dh, dw))],
                  {"bilinear_interpolate_param": p})
 
     def gen_PriorBox(self):
@@ -1280,7 +1237,7 @@ class _Builder:
         steps = (p.get("step_h", p.get("step", img[0] / h)), p.get("step_w", p.get("step", img[1] / w)))
         half = max(p.get("max_size", p["min_size"])) * 0.9  # sqrt(3) / 2 of the widest box
         mag = 1.0 if p["clip"] else max((size * step + half) / extent for size, step, extent in zip((h, w), steps, img))
-        self.add("PriorBox", [x, image], [Blob(self.fresh("priors"), shape, mag=mag + 1, sign="any", ties=True)],
+        self.add("PriorBox", [x, image], [Blob(self.fresh("priors"), shape, mag=mag + 1, sign="any")],
                  {"prior_box_param": p})
 
     # --- patterns of real nets ----------------------------------------------------------
@@ -1291,13 +1248,13 @@ class _Builder:
         if x is None:
             return
         n, c, _, _ = x.shape
-        pooled = Blob(self.fresh("se_pool"), (n, c, 1, 1), mag=x.mag, sign=x.sign, ties=x.ties)
+        pooled = Blob(self.fresh("se_pool"), (n, c, 1, 1), mag=x.mag, sign=x.sign)
         self.add("Pooling", [x], [pooled], {"pooling_param": {"pool": Enum("AVE"), "global_pooling": True}})
-        hidden = Blob(self.fresh("se_fc"), (n, max(1, c // 2)), mag=x.mag * 1.5 + 2.5, ties=x.ties)
+        hidden = Blob(self.fresh("se_fc"), (n, max(1, c // 2)), mag=x.mag * 1.5 + 2.5)
         self.add("InnerProduct", [pooled], [hidden], {"inner_product_param": {"num_output": hidden.shape[1]}})
-        gate_in = Blob(self.fresh("se_fc"), (n, c), mag=hidden.mag * 1.5 + 2.5, ties=x.ties)
+        gate_in = Blob(self.fresh("se_fc"), (n, c), mag=hidden.mag * 1.5 + 2.5)
         self.add("InnerProduct", [hidden], [gate_in], {"inner_product_param": {"num_output": c}})
-        gate = Blob(gate_in.name, (n, c), mag=1.0, sign="pos", low=0.0, ties=x.ties)
+        gate = Blob(gate_in.name, (n, c), mag=1.0, sign="pos", low=0.0)
         self.add("Sigmoid", [gate_in], [gate])
         self.add("Scale", [x, gate], [self.top(x, mag=x.mag)], {"scale_param": {"axis": 0}})
 
@@ -1307,14 +1264,14 @@ class _Builder:
         if x is None:
             return
         n, c, h, w = x.shape
-        y = Blob(self.fresh("res_conv"), x.shape, mag=x.mag * 1.5 + 2.5, ties=True)
+        y = Blob(self.fresh("res_conv"), x.shape, mag=x.mag * 1.5 + 2.5)
         self.add("Convolution", [x], [y], {"convolution_param": {"num_output": c, "kernel_size": [3], "pad": [1]}})
         if self.rng.random() < 0.5:
             self.add("BatchNorm", [y], [y])
             self.add("Scale", [y], [y], {"scale_param": {"bias_term": True}})
             y.mag = (y.mag + 1.5) * 7
         self.add("ReLU", [y], [y])
-        out = Blob(self.fresh("res_sum"), x.shape, mag=x.mag + y.mag, ties=True)
+        out = Blob(self.fresh("res_sum"), x.shape, mag=x.mag + y.mag)
         self.add("Eltwise", [x, y], [out])
 
 

@@ -217,24 +217,7 @@ def _mark_pending(outcome, result):
     if outcome.status not in ("mismatch", "converter_refused", "unstable"):
         return outcome
     slip = None
-    layers = {layer["name"]: layer for layer in result.layers}
-    spec = {layer.name: layer for layer in outcome.net.layers}
-    failing = spec.get(outcome.layer)
-    shapes = {top: shape for layer in result.layers for top, shape in layer["tops"].items()}
-    if "exact ties" in outcome.detail:
-        slip = "argmax_ties"
-    elif failing is not None:
-        params = failing.params
-        bottom_rank = len(shapes.get(layers[failing.name]["bottoms"][0], ())) if failing.name in layers else 0
-        if failing.type == "ArgMax" and "axis" not in params.get("argmax_param", {}):
-            slip = "argmax_no_axis"
-        elif failing.type == "MVN" and bottom_rank < 4:
-            slip = "mvn_low_rank"
-        elif failing.type == "BatchNorm" and params.get("batch_norm_param", {}).get("use_global_stats") is False:
-            slip = "bn_batch_stats"
-        elif failing.type == "InnerProduct" and bottom_rank == 4:
-            slip = "ip_caffe_order"
-    if slip is None and outcome.layer_type == "outputs":
+    if outcome.layer_type == "outputs":
         inputs = {i.name for i in outcome.net.inputs}
         if inputs & set(result.outputs):
             slip = "unread_input" if any(i in result.inputs for i in result.outputs) else "inplace_input"
@@ -242,7 +225,7 @@ def _mark_pending(outcome, result):
         outcome.status = "pending"
         outcome.detail = f"{generate.PENDING[slip]}: {outcome.detail}"
     elif outcome.net.pending:
-        # Downstream of a pending slip (a wrong top shape fed on): which one, the net says.
+        # Downstream of a pending slip: which one, the net says.
         outcome.status = "pending"
         outcome.detail = f"in a net with {', '.join(sorted(outcome.net.pending))}: {outcome.detail}"
     return outcome
@@ -314,12 +297,8 @@ def _unstable(layer, caffe_values, by_id, node, result):
         ordered = -np.sort(-moved, axis=-1)
         if ordered.shape[-1] > k:
             gaps = np.min(ordered[..., :k] - ordered[..., 1 : k + 1], axis=-1)
-            if np.any(gaps == 0):
-                return "ArgMax over exact ties (pending slip b)"
-            if np.any(gaps <= slack_m):
+            if np.any((gaps <= slack_m) & (gaps > 0)):
                 return "ArgMax candidates within rounding of each other"
-        elif k > 1 and np.any(np.diff(ordered, axis=-1) == 0):
-            return "ArgMax over exact ties (pending slip b)"
     if layer["type"] == "MVN" and p.mvn_param.normalize_variance:
         first = 1 if p.mvn_param.across_channels else 2
         flat = x.reshape(x.shape[:first] + (-1,)) if x.ndim > first else x.reshape(x.shape + (1,))
