@@ -15,7 +15,8 @@ An outcome's ``status`` is one of:
 - ``mismatch``: a tensor differs, has another shape, is missing, or the outputs differ;
 - ``unstable``: the first differing layer computes an ill-conditioned function at Caffe's own
   bottom values (a Threshold input within rounding of the threshold, ArgMax candidates within
-  rounding of each other, MVN over a nearly constant group): no implementation in float32 is
+  rounding of each other, MAX pooling whose mask picks between maxima within rounding, MVN over a
+  nearly constant group): no implementation in float32 is
   bound to agree there, so it is counted apart, with the evidence;
 - ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
   (``generate.PENDING``; the detail names it), found by its layer and conditions.
@@ -299,6 +300,25 @@ def _unstable(layer, caffe_values, by_id, node, result):
             gaps = np.min(ordered[..., :k] - ordered[..., 1 : k + 1], axis=-1)
             if np.any((gaps <= slack_m) & (gaps > 0)):
                 return "ArgMax candidates within rounding of each other"
+    if layer["type"] == "Pooling" and len(node.tops) == 2:
+        tops = list(layer["tops"])
+        expected = result.arrays.get(f"layer/{layer['name']}/{tops[1]}")
+        ours = by_id.get(node.tops[1])
+        if expected is None or ours is None or ours.shape != expected.shape or x.ndim != 4:
+            return None
+        wrong = np.argwhere(ours != expected)
+        plane = x.reshape(x.shape[0], x.shape[1], -1)
+        ours_plane = (ours_x if same else x).reshape(plane.shape)
+        gaps, ours_tied = [], False
+        for n, c, h, w in wrong:
+            a, b = int(expected[n, c, h, w]), int(ours[n, c, h, w])
+            if not 0 <= b < plane.shape[2]:
+                return None
+            gaps.append(abs(plane[n, c, a] - plane[n, c, b]))
+            ours_tied |= ours_plane[n, c, a] == ours_plane[n, c, b]
+        # Maxima equal in the converter's own values are no excuse: Caffe takes the first.
+        if gaps and not ours_tied and max(gaps) <= slack.max():
+            return f"MAX pooling mask: window maxima {max(gaps):.2g} apart in Caffe, within rounding"
     if layer["type"] == "MVN" and p.mvn_param.normalize_variance:
         first = 1 if p.mvn_param.across_channels else 2
         flat = x.reshape(x.shape[:first] + (-1,)) if x.ndim > first else x.reshape(x.shape + (1,))
