@@ -15,8 +15,9 @@ An outcome's ``status`` is one of:
 - ``mismatch``: a tensor differs, has another shape, is missing, or the outputs differ;
 - ``unstable``: the first differing layer computes an ill-conditioned function at Caffe's own
   bottom values (a Threshold input within rounding of the threshold, ArgMax candidates within
-  rounding of each other, MAX pooling whose mask picks between maxima within rounding, MVN over a
-  nearly constant group): no implementation in float32 is
+  rounding of each other, MAX pooling whose mask picks between maxima within rounding, a
+  Reduction sum far smaller than its terms, MVN over a nearly constant group): no implementation
+  in float32 is
   bound to agree there, so it is counted apart, with the evidence;
 - ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
   (``generate.PENDING``; the detail names it), found by its layer and conditions.
@@ -319,6 +320,23 @@ def _unstable(layer, caffe_values, by_id, node, result):
         # Maxima equal in the converter's own values are no excuse: Caffe takes the first.
         if gaps and not ours_tied and max(gaps) <= slack.max():
             return f"MAX pooling mask: window maxima {max(gaps):.2g} apart in Caffe, within rounding"
+    if layer["type"] == "Reduction" and p.reduction_param.operation in (p.reduction_param.SUM,
+                                                                        p.reduction_param.MEAN):
+        # A sum far smaller than its terms keeps only their rounding: the terms' own error
+        # (drift) and float32's, summed.
+        axis = p.reduction_param.axis % x.ndim
+        flat_x = np.abs(x).reshape(x.shape[:axis] + (-1,))
+        bound = (flat_x.sum(axis=-1) * 1e-6 + drift.reshape(flat_x.shape).sum(axis=-1)) * abs(p.reduction_param.coeff)
+        if p.reduction_param.operation == p.reduction_param.MEAN:
+            bound = bound / flat_x.shape[-1]
+        top = next(iter(layer["tops"]))
+        expected = result.arrays[f"layer/{layer['name']}/{top}"]
+        ours = by_id.get(node.tops[0])
+        if ours is not None and ours.shape == expected.shape:
+            err = np.abs(ours.astype(np.float64) - expected)
+            tol = RTOL * max(1.0, float(np.abs(expected).max()) if expected.size else 0.0)
+            if np.all((err <= tol) | (err <= 2 * bound)):
+                return "Reduction cancels: its result is within the rounding of its terms"
     if layer["type"] == "MVN" and p.mvn_param.normalize_variance:
         first = 1 if p.mvn_param.across_channels else 2
         flat = x.reshape(x.shape[:first] + (-1,)) if x.ndim > first else x.reshape(x.shape + (1,))
