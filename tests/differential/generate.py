@@ -1146,9 +1146,11 @@ class _Builder:
         if value:
             p["pad_value"] = value
         n, c, h, w = x.shape
-        self.add("Pad", [x], [self.top(x, (n, c, h + up + down, w + left + right), mag=max(x.mag, abs(value)),
-                                       sign="any" if value < 0 else x.sign)],
-                 {"pad_param": p})
+        # The padding's value joins the blob's: a 0 border makes a positive blob only non-negative.
+        sign = _meet([x, Blob("", (), sign="pos" if value > 0 else "nonneg" if value == 0 else "any")])
+        top = self.top(x, (n, c, h + up + down, w + left + right), mag=max(x.mag, abs(value)), sign=sign,
+                       low=min(x.low, value) if sign == "pos" else 0.0)
+        self.add("Pad", [x], [top], {"pad_param": p})
 
     def gen_PixelShuffle(self):
         x = self.pick(lambda b: b.rank == 4 and (b.shape[1] % 4 == 0 or b.shape[1] % 9 == 0))
