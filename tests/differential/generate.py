@@ -44,6 +44,7 @@ class Blob:
     index: int = 0  # > 0: integer values in [0, index), Embed's bottoms
     is_input: bool = False
     reads: int = 0  # layers reading this version of the blob
+    memory: str = ""  # the blob whose memory this one is a view of (Split, Reshape, Flatten tops)
 
     @property
     def rank(self):
@@ -225,6 +226,8 @@ IN_PLACE = {
     "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "BNLL", "Power", "Exp", "Log", "Threshold",
     "Dropout", "BatchNorm", "Scale", "Bias", "ReLU6", "HardSigmoid", "HardSwish",
 }
+# Types whose tops Caffe makes views of their bottom's memory (ShareData).
+SHARES_MEMORY = {"Split", "Reshape", "Flatten"}
 PREFIX = {
     "Convolution": "conv", "Deconvolution": "deconv", "InnerProduct": "fc", "Pooling": "pool",
     "BatchNorm": "bn", "Eltwise": "eltwise", "Concat": "concat", "Slice": "slice",
@@ -262,10 +265,22 @@ class _Builder:
         if phase is None:
             for b in bottoms:
                 b.reads += 1
-            for t in tops:
+            in_place = [t for i, t in enumerate(tops) if i < len(bottoms) and bottoms[i].name == t.name]
+            for i, t in enumerate(tops):
                 t.reads = 0  # a new version, even when the same Blob object stands for it
+                if t in in_place:
+                    t.memory = bottoms[i].memory
+                elif type_ in SHARES_MEMORY:
+                    t.memory = bottoms[0].memory
+                else:
+                    t.memory = t.name
                 self.blobs[t.name] = t
                 self.shapes[(name, t.name)] = tuple(t.shape)
+            for t in in_place:
+                # An in-place write is seen through every view of that memory: same values.
+                for view in self.blobs.values():
+                    if view is not t and view.memory == t.memory:
+                        view.mag, view.sign, view.low = t.mag, t.sign, t.low
         self.layers.append(layer)
         return layer
 
@@ -372,7 +387,7 @@ class _Builder:
         kind = ("uniform", 0.2, 2.0) if positive else ("normal", 1.0)
         self.inputs.append(Input(name, tuple(shape), kind))
         blob = Blob(name, tuple(shape), mag=2.0 if positive else 4.5, sign="pos" if positive else "any",
-                    low=0.2 if positive else 0.0, is_input=True)
+                    low=0.2 if positive else 0.0, is_input=True, memory=name)
         self.blobs[name] = blob
 
     def spatial(self):
@@ -384,7 +399,7 @@ class _Builder:
         n = rng.randint(1, 12)
         name = f"index{len(self.inputs)}"
         self.inputs.append(Input(name, shape, ("index", n)))
-        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, is_input=True)
+        self.blobs[name] = Blob(name, shape, mag=n, sign="nonneg", index=n, is_input=True, memory=name)
         self.gen_Embed(self.blobs[name])
 
     # --- squashing: bring a large blob back to order one ---------------------------------
