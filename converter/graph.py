@@ -232,6 +232,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         # Caffe's net.outputs: every blob nothing reads after its last write (an input nothing
         # reads included), sorted by name.
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
+    # A view's new version that nothing reads and no output is, is no part of the model.
+    read = {b for node in nodes for b in node.bottoms} | set(out_ids)
+    nodes = [node for node in nodes if node.type != shapes.VIEW or node.tops[0] in read]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
 
 
