@@ -145,3 +145,24 @@ def test_only_ill_conditioned_pooling_masks_are_excused(monkeypatch, changes, ex
     _perturb(monkeypatch, changes)
     (outcome,) = run.evaluate([_pooling_net()])
     assert (outcome.status, outcome.layer) == expected, outcome.detail
+
+
+def _batch_norm_net():
+    """BatchNorm with the batch's own statistics; its channel 0 is constant (std 0)."""
+    x = np.random.default_rng(7).normal(0.0, 1.0, (2, 3, 4, 5)).astype(np.float32)
+    x[:, 0] = 1.5231885
+    return generate.Net("batch_norm_control", [generate.Input("data", x.shape, ("array", x))], [
+        generate.Layer("bn", "BatchNorm", ["data"], ["bn"], {"batch_norm_param": {"use_global_stats": False}}),
+    ])
+
+
+@needs_oracle
+@pytest.mark.parametrize("changes, expected", [
+    # a constant channel normalised: the rounding of its mean, over sqrt(eps)
+    ({("bn", 0): _set((1, 0, 2, 3), add=5e-4)}, ("unstable", "bn")),
+    ({("bn", 0): _set((1, 1, 2, 3), add=5e-4)}, ("mismatch", "bn")),
+])
+def test_only_ill_conditioned_batch_norm_differences_are_excused(monkeypatch, changes, expected):
+    _perturb(monkeypatch, changes)
+    (outcome,) = run.evaluate([_batch_norm_net()])
+    assert (outcome.status, outcome.layer) == expected, outcome.detail

@@ -17,7 +17,8 @@ An outcome's ``status`` is one of:
   Caffe's own bottom values, with the converter's answer within what their rounding allows, at
   every differing element (a Threshold input within rounding of the threshold, ArgMax candidates
   or MAX pooling maxima within rounding of each other, a Reduction sum far smaller than its terms,
-  MVN over a nearly constant group), or computed from such a tensor: no implementation in float32
+  MVN over a nearly constant group, BatchNorm with the batch's statistics of a nearly constant
+  channel), or computed from such a tensor: no implementation in float32
   is bound to agree there, so it is counted apart, with the evidence. Any other differing tensor
   of the net makes it a mismatch;
 - ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
@@ -375,6 +376,18 @@ def _unstable(layer, top, caffe_values, by_id, node, result):
             bound = bound / flat_x.shape[-1]
         if np.all(err.reshape(bound.shape)[wrong.reshape(bound.shape)] <= 2 * bound[wrong.reshape(bound.shape)]):
             return "Reduction cancels: its result is within the rounding of its terms"
+    if layer["type"] == "BatchNorm" and p.batch_norm_param.HasField("use_global_stats") \
+            and not p.batch_norm_param.use_global_stats:
+        # The batch's own statistics: y = (x - m) / sqrt(v + eps) per channel, so an error d in x
+        # moves y by about d (1 + |y|) / sqrt(v + eps) (a nearly constant channel: d / sqrt(eps)).
+        def by_channel(a):
+            return np.moveaxis(a, 1, 0).reshape(x.shape[1], -1)
+
+        s = np.sqrt(by_channel(x).var(axis=-1) + p.batch_norm_param.eps)
+        bound = 2 * by_channel(slack).max(axis=-1) * (1 + by_channel(np.abs(expected)).max(axis=-1)) / s
+        at = by_channel(wrong)
+        if np.all(by_channel(err)[at] <= np.broadcast_to(bound[:, None], at.shape)[at]):
+            return "BatchNorm of a nearly constant channel: the difference is within its std's rounding"
     if layer["type"] == "MVN" and p.mvn_param.normalize_variance:
         # y = (x - m) / s: an error d in x moves y by about d (1 + |y|) / s; Caffe's variance,
         # E[x^2] - m^2, carries float32's rounding of E[x^2] besides.
