@@ -413,6 +413,7 @@ class Tally:
     max_rel: float = 0.0
     failures: list = field(default_factory=list)  # outcomes that are not ok
     generator_notes: list = field(default_factory=list)
+    unstable: dict = field(default_factory=dict)  # ill-conditioned layer type -> nets excused by it
     largest: float = 0.0  # max |value| Caffe computed in any net
     largest_net: str = ""
     worst: str = ""  # where the largest relative error among passing nets is
@@ -428,13 +429,16 @@ class Tally:
             self.max_rel, self.worst = outcome.max_rel, f"{outcome.net.name}: {outcome.worst}"
         if outcome.status != "ok":
             self.failures.append(outcome)
+        if outcome.status == "unstable":
+            self.unstable[outcome.layer_type] = self.unstable.get(outcome.layer_type, 0) + 1
         self.generator_notes.extend(f"{outcome.net.name}: {n}" for n in outcome.notes)
 
     def line(self):
         c = self.counts
+        why = ", ".join(f"{t} {k}" for t, k in sorted(self.unstable.items()))
         return (f"nets {self.nets} | caffe-refused {c.get('caffe_refused', 0)} | "
                 f"converter-refused {c.get('converter_refused', 0)} | mismatches {c.get('mismatch', 0)} | "
-                f"unstable {c.get('unstable', 0)} | pending slips {c.get('pending', 0)} | "
+                f"unstable {c.get('unstable', 0)}{f' ({why})' if why else ''} | pending slips {c.get('pending', 0)} | "
                 f"deliberate refusals {c.get('refused_deliberately', 0)} | "
                 f"generator shape slips {len(self.generator_notes)} | max rel err (passing nets) {self.max_rel:.2g} | "
                 f"largest |caffe| {self.largest:.3g} ({self.largest_net or '-'}) | "
