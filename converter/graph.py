@@ -22,7 +22,8 @@ MAX_BLOB_AXES = 32
 MAX_PARAMS = 2**30
 
 CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Deconvolution")
-# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom).
+# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom, or Scale with
+# bias_term).
 WEIGHTED_TYPES = {*CONVOLUTIONS, "InnerProduct", "Embed", "BatchNorm", "PReLU", "Scale", "Bias", "Normalize"}
 
 
@@ -86,7 +87,10 @@ def _check_shape(shape, layer, path, what):
 
 def learns_weights(node):
     """Whether Caffe keeps learned blobs for this layer, so a caffemodel must hold them."""
-    if node.type in ("Scale", "Bias"):
+    if node.type == "Scale":
+        # With a second bottom holding the factors, Caffe still learns the bias of bias_term.
+        return len(node.bottoms) == 1 or node.param.scale_param.bias_term
+    if node.type == "Bias":
         return len(node.bottoms) == 1
     return node.type in WEIGHTED_TYPES
 
@@ -168,7 +172,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
         # Cut before inferring shapes, so layers past the cut (a Python proposal layer) never matter.
         layers = _needed(layers, {current[o] for o in outputs})
-    unsupported = sorted({layer.type for layer, _, _ in layers if layer.type not in _known(supported)})
+    # A layer calling itself (view) is not one _wire made (those name no Caffe bottom).
+    unsupported = sorted({layer.type for layer, _, _ in layers
+                          if layer.type not in _known(supported) or (layer.type == shapes.VIEW and layer.bottom)})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
     used_inputs = set(netdef.inputs)
@@ -237,6 +243,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         # Caffe's net.outputs: every blob nothing reads after its last write (an input nothing
         # reads included), sorted by name.
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
+    # A view's new version that nothing reads and no output is, is no part of the model.
+    read = {b for node in nodes for b in node.bottoms} | set(out_ids)
+    nodes = [node for node in nodes if node.type != shapes.VIEW or node.tops[0] in read]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
 
 
@@ -245,17 +254,35 @@ def _dims(shape):
 
 
 def _known(supported):
-    return set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
+    known = set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
+    return known | {shapes.VIEW}
 
 
 def _wire(netdef):
     """Each layer with its bottoms and tops as SSA ids ((id, Caffe name) pairs for tops), and the
-    final SSA id of every Caffe blob name. Input layers are left out: their tops are inputs."""
+    final SSA id of every Caffe blob name. Input layers are left out: their tops are inputs.
+
+    Caffe blobs may share memory: Split's tops, Flatten's and Reshape's (and Concat's of one
+    bottom, Slice's to one top, Permute's in the same order) are views of their bottom. A layer
+    writing one of them in place changes them all, so each other view still read later gets a
+    new version, made by a :data:`~caffe2keras.shapes.VIEW` node from the written one.
+    """
     path = netdef.path
     current = {name: name for name in netdef.inputs}
+    memory = {name: name for name in netdef.inputs}  # SSA id -> the SSA id whose memory it holds
     taken = set(current)
     readers = {}  # SSA id -> names of the layers reading it
     wired = []
+
+    def new_id(top, layer_name):
+        bid = top if top not in taken else f"{top}@{layer_name}"
+        i = 1
+        while bid in taken:  # layer names may repeat (HED has five 'crop' layers)
+            bid = f"{top}@{layer_name}#{i}"
+            i += 1
+        taken.add(bid)
+        return bid
+
     for index, layer in enumerate(netdef.layers):
         if not layer.name:
             layer.name = f"{layer.type.lower()}{index}"
@@ -270,18 +297,25 @@ def _wire(netdef):
                 raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=layer.name)
             bottoms.append(current[b])
             readers.setdefault(current[b], []).append(layer.name)
-        tops = []
-        for j, top in enumerate(layer.top):
-            _check_single_source(layer, j, top, current, readers, path)
-            bid = top if top not in taken else f"{top}@{layer.name}"
-            i = 1
-            while bid in taken:  # layer names may repeat (HED has five 'crop' layers)
-                bid = f"{top}@{layer.name}#{i}"
-                i += 1
-            taken.add(bid)
+        tops, written = [], []
+        for position, top in enumerate(layer.top):
+            _check_single_source(layer, position, top, current, readers, path)
+            bid = new_id(top, layer.name)
+            if position < len(layer.bottom) and layer.bottom[position] == top:  # Caffe's in-place rule
+                memory[bid] = memory[bottoms[position]]
+                written.append(bid)
+            else:
+                memory[bid] = memory[bottoms[0]] if _shares_memory(layer) else bid
             current[top] = bid
             tops.append((bid, top))
         wired.append((layer, bottoms, tops))
+        for bid in written:
+            for name, other in list(current.items()):
+                if memory[other] == memory[bid] and other not in (b for b, _ in tops):
+                    view = new_id(name, layer.name)
+                    memory[view] = memory[bid]
+                    current[name] = view
+                    wired.append((_view_layer(layer, name), [bid, other], [(view, name)]))
     return wired, current
 
 
@@ -308,6 +342,25 @@ def _check_single_source(layer, j, top, current, readers, path):
             file=path,
             layer=layer.name,
         )
+
+
+def _shares_memory(layer):
+    """Whether Caffe makes this layer's tops views of its first bottom's memory (ShareData)."""
+    if layer.type in ("Split", "Flatten", "Reshape"):
+        return True
+    if layer.type == "Concat":
+        return len(layer.bottom) == 1
+    if layer.type == "Slice":
+        return len(layer.top) == 1
+    if layer.type == "Permute":
+        order = list(layer.permute_param.order)
+        return order == list(range(len(order)))  # the axes Caffe appends keep their order too
+    return False
+
+
+def _view_layer(writer, name):
+    """The node param of blob ``name`` seen anew after ``writer`` wrote its memory in place."""
+    return type(writer)(name=f"{writer.name}/{name}@view", type=shapes.VIEW)
 
 
 def _needed(wired, wanted):

@@ -254,17 +254,20 @@ class AbsVal(ShapePreserving):
 
 @register
 class NegativeSlopeReLU(ShapePreserving):
-    """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``."""
+    """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``,
+    capped at ``max_value`` when given (ReLU6)."""
 
-    def __init__(self, negative_slope, **kwargs):
+    def __init__(self, negative_slope, max_value=None, **kwargs):
         super().__init__(**kwargs)
         self.negative_slope = float(negative_slope)
+        self.max_value = None if max_value is None else float(max_value)
 
     def call(self, x):
-        return ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+        y = ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+        return y if self.max_value is None else ops.minimum(y, self.max_value)
 
     def get_config(self):
-        return {**super().get_config(), "negative_slope": self.negative_slope}
+        return {**super().get_config(), "negative_slope": self.negative_slope, "max_value": self.max_value}
 
 
 @register
@@ -788,16 +791,18 @@ class Normalize(ShapePreserving):
 
 def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances):
     """SSD's PriorBox (prior_box_layer.cpp) as a (1, 2, H*W*priors*4) array: corner boxes
-    normalised by the image size, then their variances."""
+    normalised by the image size, then their variances. Box sizes are whole pixels: SSD reads
+    each min_size and max_size into an ``int`` (SSD512's 35.84 is a 35-pixel box)."""
     (fh, fw), (ih, iw), (sh, sw) = feature_hw, image_hw, step_hw
     boxes = []
     for h in range(fh):
         for w in range(fw):
             cx, cy = (w + offset) * sw, (h + offset) * sh
             for s, min_size in enumerate(min_sizes):
+                min_size = int(min_size)
                 sizes = [(min_size, min_size)]
                 if max_sizes:
-                    side = math.sqrt(min_size * max_sizes[s])
+                    side = math.sqrt(min_size * int(max_sizes[s]))
                     sizes.append((side, side))
                 for ar in aspect_ratios:
                     if abs(ar - 1.0) < 1e-6:
@@ -858,11 +863,18 @@ class PriorBox(keras.layers.Layer):
         }
 
 
-def _interp_axis(size_in, size_out, begin):
-    """Source indices and weights along one axis of Caffe's align-corners bilinear resize
-    (PSPNet's caffe_cpu_interp2), computed in float32 as Caffe does."""
-    ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
-    pos = (ratio * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+def _interp_axis(size_in, size_out, begin, align_corners=True):
+    """Source indices and weights along one axis of Caffe's bilinear resize, in float32 as Caffe
+    computes them. ``align_corners``: output ``i`` reads input position ``i * (in - 1) / (out - 1)``
+    (PSPNet's caffe_cpu_interp2, BilinearInterpolate's default); otherwise the half-pixel centre
+    ``(i + 0.5) * in / out - 0.5``, clamped into the input (BilinearInterpolate)."""
+    if align_corners:
+        ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+        pos = (ratio * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+    else:
+        ratio = np.float32(size_in) / np.float32(size_out)
+        pos = (np.float64(ratio) * (np.arange(size_out) + 0.5) - 0.5).astype(np.float32)
+        pos = np.clip(pos, np.float32(0), np.float32(size_in - 1))
     low = pos.astype(np.int64)
     step = (low < size_in - 1).astype(np.int64)
     frac = (pos - low.astype(np.float32)).astype(np.float32)
@@ -871,18 +883,18 @@ def _interp_axis(size_in, size_out, begin):
 
 @register
 class BilinearResize(keras.layers.Layer):
-    """Align-corners bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it:
-    output pixel ``i`` reads input position ``i * (in - 1) / (out - 1)`` of the window of
-    ``in_hw`` starting at ``begin`` (Interp's negative pads crop the input). Inputs after the
-    first (Interp's size reference) are not read."""
+    """Bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it (see
+    :func:`_interp_axis`), of the window of ``in_hw`` starting at ``begin`` (Interp's negative
+    pads crop the input). Inputs after the first (Interp's size reference) are not read."""
 
-    def __init__(self, in_hw, out_hw, begin=(0, 0), **kwargs):
+    def __init__(self, in_hw, out_hw, begin=(0, 0), align_corners=True, **kwargs):
         super().__init__(**kwargs)
         self.in_hw = tuple(in_hw)
         self.out_hw = tuple(out_hw)
         self.begin = tuple(begin)
-        self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0])
-        self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1])
+        self.align_corners = bool(align_corners)
+        self._rows = _interp_axis(self.in_hw[0], self.out_hw[0], self.begin[0], self.align_corners)
+        self._cols = _interp_axis(self.in_hw[1], self.out_hw[1], self.begin[1], self.align_corners)
 
     def call(self, inputs):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
@@ -898,7 +910,8 @@ class BilinearResize(keras.layers.Layer):
         return (s[0],) + self.out_hw + (s[3],)
 
     def get_config(self):
-        return {**super().get_config(), "in_hw": self.in_hw, "out_hw": self.out_hw, "begin": self.begin}
+        return {**super().get_config(), "in_hw": self.in_hw, "out_hw": self.out_hw, "begin": self.begin,
+                "align_corners": self.align_corners}
 
 
 @register

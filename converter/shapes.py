@@ -12,6 +12,8 @@ size computed from a free one is free); they refuse with :func:`fixed_size` wher
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import ConversionError
 from .prototxt import python_layer_params
 
@@ -143,6 +145,16 @@ def shape_same_4d(node, bottoms):
     if node.type == "ShuffleChannel" and node.param.shuffle_channel_param.group < 1:
         raise ConversionError("ShuffleChannel group must be positive")
     return [needs_4d(bottoms[0], node.type)]
+
+
+# Not a Caffe type: a blob sharing memory with one a layer wrote in place, seen anew (graph._wire).
+# Bottoms: the written blob, and the blob's previous version (for its shape).
+VIEW = "(view)"
+
+
+@shape(VIEW, any_size=True)
+def shape_view(node, bottoms):
+    return [bottoms[1]]
 
 
 @shape("Eltwise", any_size=True)
@@ -537,10 +549,19 @@ def shape_upsample(node, bottoms):
 @shape("BilinearInterpolate", fixed_because="its interpolation weights are computed for one input size")
 def shape_bilinear_interpolate(node, bottoms):
     p = node.param.bilinear_interpolate_param
-    if not (p.dst_h and p.dst_w):
-        raise ConversionError("BilinearInterpolate needs dst_h and dst_w")
     # Caffe's top is (num, channels, dst_h, dst_w) of the bottom read as 4-D, whatever its rank.
-    return [legacy_shape(bottoms[0], "BilinearInterpolate")[:2] + (p.dst_h, p.dst_w)]
+    n, c, h, w = legacy_shape(bottoms[0], "BilinearInterpolate")
+    sized = p.HasField("dst_h") or p.HasField("dst_w")
+    if sized == p.HasField("scale_factor"):
+        raise ConversionError("BilinearInterpolate needs dst_h/dst_w or scale_factor (one of the two)")
+    if sized:
+        out = (p.dst_h if p.HasField("dst_h") else h, p.dst_w if p.HasField("dst_w") else w)
+    else:
+        scale = np.float32(p.scale_factor)  # Caffe: int(height * scale_factor) in float32
+        out = (int(np.float32(h) * scale), int(np.float32(w) * scale))
+    if p.align_corners and min(out) < 2:
+        raise ConversionError(f"BilinearInterpolate with align_corners divides by the output size - 1: {list(out)}")
+    return [(n, c) + out]
 
 
 def interp_size(p, bottoms):

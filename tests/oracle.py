@@ -138,6 +138,16 @@ def with_confidence_threshold(prototxt, path, threshold):
     return path
 
 
+def with_whole_prior_sizes(prototxt, path):
+    """A copy of ``prototxt`` whose PriorBox min_size/max_size are whole pixels. SSD's Caffe reads
+    them into an ``int`` (prior_box_layer.cpp), OpenCV keeps the fraction; with whole sizes both
+    compute Caffe's boxes."""
+    text = Path(prototxt).read_text()
+    text = re.sub(r"\b(min_size|max_size)(\s*:\s*)([-+0-9.eE]+)", lambda m: f"{m[1]}{m[2]}{int(float(m[3]))}.0", text)
+    Path(path).write_text(text)
+    return path
+
+
 def compare_with_opencv(
     prototxt, workdir, caffemodel=None, input_shapes=None, seed=0, input_range=1.0, confidence_threshold=None
 ):

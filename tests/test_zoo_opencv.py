@@ -10,7 +10,7 @@ import cv2
 import pytest
 from conftest import shared_path
 from helpers import build
-from oracle import compare_with_opencv, worst
+from oracle import compare_with_opencv, with_whole_prior_sizes, worst
 
 slow = pytest.mark.slow
 
@@ -121,8 +121,11 @@ PRETRAINED = [
 
 @pytest.mark.parametrize("folder, model", PRETRAINED, ids=[f"{f}-{m}" for f, m in PRETRAINED])
 def test_pretrained_without_reference_agree_with_opencv(folder, model, tmp_path):
+    # mininet_ssd_v1's PriorBox sizes are fractional (51.2, 102.4, ...): Caffe truncates them.
+    original = shared_path("pretrained", folder, f"{model}.prototxt")
+    prototxt = with_whole_prior_sizes(original, tmp_path / "deploy.prototxt")
     result = compare_with_opencv(
-        shared_path("pretrained", folder, f"{model}.prototxt"),
+        prototxt,
         tmp_path,
         caffemodel=shared_path("pretrained", folder, f"{model}.caffemodel"),
     )

@@ -6,11 +6,12 @@
 OUT_DIR receives the golden layout (fixtures/golden/README.md): ``deploy.prototxt`` (the text as
 given), ``weights.caffemodel`` (the given one copied, or the one Caffe ran with: its fillers'
 values, or seeded random values with ``--randomize``), ``expected.npz`` (``input/<blob>`` and
-``layer/<layer>/<top>`` for every top right after its layer ran) and ``meta.json`` (layers in
-execution order with statistics of every top). With ``--outputs-only`` expected.npz keeps the
-inputs and the network outputs, and every other top is checked through the samples in meta.json
-(the zoo replicas' layout), for nets whose tops would weigh megabytes. Every value comes from real
-Caffe; nothing here computes an expected value itself.
+``layer/<layer>/<top>`` for every top right after its layer ran, ``output/<blob>`` for each
+network output's final value) and ``meta.json`` (layers in execution order with statistics of
+every top). With ``--outputs-only`` expected.npz keeps the inputs and the network outputs, and
+every other top is checked through the samples in meta.json (the zoo replicas' layout), for nets
+whose tops would weigh megabytes. Every value comes from real Caffe; nothing here computes an
+expected value itself.
 """
 
 import argparse
@@ -47,11 +48,13 @@ def make(prototxt, out_dir, weights=None, seed=71, randomize=False, inputs=None,
         stats=True,
     )
     result = caffe_oracle.run_one(job)
-    arrays = {k: v for k, v in result.arrays.items() if not k.startswith("output/")}
+    # output/<blob> too: a blob's final value may differ from what its layer wrote, when a later
+    # in-place layer wrote memory the blob shares (Split tops, Reshape views).
+    arrays = result.arrays
     if outputs_only:
         last = {top: f"layer/{layer['name']}/{top}" for layer in result.layers for top in layer["tops"]}
         kept = {last[blob] for blob in result.outputs}
-        arrays = {k: v for k, v in arrays.items() if k.startswith("input/") or k in kept}
+        arrays = {k: v for k, v in arrays.items() if k.startswith(("input/", "output/")) or k in kept}
     np.savez_compressed(out_dir / "expected.npz", **arrays)
     meta = {
         "network": name or out_dir.name,

@@ -19,7 +19,7 @@ from .._lazy import blobtable, keras, preprocess
 from ..errors import ConversionError, InternalError
 from ..graph import learned_shapes
 from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
-from ..shapes import legacy_shape
+from ..shapes import VIEW, legacy_shape
 
 TRANSLATORS = {}
 
@@ -43,7 +43,7 @@ def _register_all():
 def supported_types():
     """The Caffe layer types that have a translator, sorted."""
     _register_all()
-    return sorted(TRANSLATORS)
+    return sorted(t for t in TRANSLATORS if t != VIEW)
 
 
 class Context:

@@ -26,7 +26,15 @@ def relu(ctx, node, inputs):
 
 @translator("ReLU6")
 def relu6(ctx, node, inputs):
-    return _same_layout(keras.layers.ReLU(max_value=6.0, name=ctx.name(node)), inputs[0])
+    # min(max(x, 0) + negative_slope * min(x, 0), 6); the slope is in relu6_param (MobileNet-YOLO
+    # and the oracle's fork) or relu_param (NVIDIA's fork).
+    p = node.param
+    slope = (p.relu6_param if p.HasField("relu6_param") else p.relu_param).negative_slope
+    if slope < 0:
+        layer = layers.NegativeSlopeReLU(slope, max_value=6.0, name=ctx.name(node))
+    else:
+        layer = keras.layers.ReLU(max_value=6.0, negative_slope=slope, name=ctx.name(node))
+    return _same_layout(layer, inputs[0])
 
 
 @translator("PReLU")
@@ -105,7 +113,8 @@ def swish(ctx, node, inputs):
 
 @translator("HardSigmoid")
 def hard_sigmoid(ctx, node, inputs):
-    return _same_layout(layers.HardSigmoid(name=ctx.name(node)), inputs[0])
+    p = node.param.hardsigmoid_param
+    return _same_layout(layers.HardSigmoid(p.alpha, p.beta, name=ctx.name(node)), inputs[0])
 
 
 @translator("HardSwish")

@@ -71,12 +71,23 @@ def convolution(ctx, node, inputs):
     if p.axis != 1:
         raise ctx.fail(node, f"convolution over axis {p.axis} is not supported (only 1)")
     value = ctx.canonical(x, node)
+    out_hw = ctx.shape(node)[2:]
+    # Along an axis with one output the stride is moot: drop it and crop the input to the one window.
+    # (TensorFlow 2.21's oneDNN Conv2D computes garbage for one input channel, batch > 1, strides
+    # (1, s > 1) and one output column; no stride, no bug.)
+    moot = [o == 1 and st > 1 for o, st in zip(out_hw, stride)]
+    stride = tuple(1 if m else st for m, st in zip(moot, stride))
     # TensorFlow rejects stride > 1 together with dilation > 1: convolve densely, then subsample.
     strided_dilation = max(stride) > 1 and max(dilation) > 1
     conv_stride = (1, 1) if strided_dilation else stride
-    same = any(pad) and not strided_dilation and same_is_caffe(x.shape[2:], kernel, stride, pad, ctx.shape(node)[2:], dilation)
+    same = (any(pad) and not strided_dilation and not any(moot)
+            and same_is_caffe(x.shape[2:], kernel, stride, pad, out_hw, dilation))
     if any(pad) and not same:
         value = keras.layers.ZeroPadding2D(padding=tuple((q, q) for q in pad), name=ctx.name(node, "pad"))(value)
+    if any(moot):
+        extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        spare = [size + 2 * q - e if m else 0 for size, q, e, m in zip(x.shape[2:], pad, extent, moot)]
+        value = keras.layers.Cropping2D(((0, spare[0]), (0, spare[1])), name=ctx.name(node, "window"))(value)
     common = dict(
         kernel_size=kernel,
         strides=conv_stride,

@@ -147,10 +147,9 @@ def interp(ctx, node, inputs):
 def bilinear_interpolate(ctx, node, inputs):
     p = node.param.bilinear_interpolate_param
     x = inputs[0]
-    if not p.align_corners:
-        raise ctx.fail(node, "BilinearInterpolate without align_corners is not supported")
     x = ctx.legacy(x, node)
-    layer = layers.BilinearResize(x.shape[2:], (p.dst_h, p.dst_w), name=ctx.name(node))
+    out_hw = ctx.shape(node)[2:]
+    layer = layers.BilinearResize(x.shape[2:], out_hw, align_corners=p.align_corners, name=ctx.name(node))
     return [layer(ctx.canonical(x, node))]
 
 

@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import weights
 from .._lazy import layers
+from ..layout import Tensor
 from ..shapes import canonical_axis
 from . import translator
 
@@ -41,7 +42,13 @@ def _param_axes(x, axis, num_axes, what):
 def _affine(ctx, node, inputs, axis, num_axes, use_scale, use_bias):
     x = inputs[0]
     if len(inputs) == 2:
-        return [_by_blob(ctx, node, x, inputs[1], axis, "mul" if use_scale else "add")]
+        op = "mul" if use_scale else "add"
+        if not (use_scale and use_bias):
+            return [_by_blob(ctx, node, x, inputs[1], axis, op, ctx.name(node))]
+        # Scale by a second bottom with bias_term: Caffe learns a bias of that bottom's shape.
+        value, layout = _by_blob(ctx, node, x, inputs[1], axis, op, ctx.name(node, "scale"))
+        x = Tensor(value, x.shape, layout)
+        use_scale, num_axes = False, inputs[1].rank
     axes = _param_axes(x, axis, num_axes, node.type)
     if 0 in axes:
         raise ctx.fail(node, f"{node.type} with a learned parameter over the batch axis is not supported")
@@ -55,7 +62,7 @@ def _affine(ctx, node, inputs, axis, num_axes, use_scale, use_bias):
     return [(y, x.layout)]
 
 
-def _by_blob(ctx, node, x, b, axis, op):
+def _by_blob(ctx, node, x, b, axis, op, name):
     """Scale or Bias by a second bottom spanning axes [axis, axis + b.rank) of the first."""
     axis = canonical_axis(axis, x.rank)
     axes = list(range(axis, axis + b.rank))
@@ -68,15 +75,13 @@ def _by_blob(ctx, node, x, b, axis, op):
         shape[k] = x.keras_shape[k]
     shape[0] = -1  # the batch axis, or a 1 where b has none
     value_b = ctx.caffe(b, node)
-    layer = layers.BroadcastOp(op, perm, shape, name=ctx.name(node))
+    layer = layers.BroadcastOp(op, perm, shape, name=name)
     return (layer([x.value, value_b]), x.layout)
 
 
 @translator("Scale")
 def scale(ctx, node, inputs):
     p = node.param.scale_param
-    if len(inputs) == 2 and p.bias_term:
-        raise ctx.fail(node, "Scale by a second bottom with bias_term is not supported")
     try:
         return _affine(ctx, node, inputs, p.axis, p.num_axes, True, p.bias_term)
     except ValueError as err:

@@ -5,9 +5,11 @@ Axes are Caffe's; each translator maps them to the Keras tensor's layout, and as
 own order only where the operation depends on memory order (Flatten, Reshape, Permute).
 """
 
+import numpy as np
+
 from .._lazy import keras, layers
 from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical
-from ..shapes import canonical_axis, free, permute_order, slice_points
+from ..shapes import VIEW, canonical_axis, free, permute_order, slice_points
 from . import translator
 
 
@@ -96,6 +98,16 @@ def _reshape(ctx, node, x, target):
     return [(y, CAFFE)]
 
 
+@translator(VIEW)
+def view(ctx, node, inputs):
+    """A blob whose memory another one's in-place layer wrote: that value, in this blob's shape."""
+    x = inputs[0]
+    target = ctx.shape(node)
+    if tuple(target) == tuple(x.shape):
+        return [(keras.layers.Identity(name=ctx.name(node))(x.value), x.layout)]
+    return _reshape(ctx, node, x, target)
+
+
 @translator("Flatten")
 def flatten(ctx, node, inputs):
     x = inputs[0]
@@ -167,8 +179,16 @@ def permute(ctx, node, inputs):
 def softmax(ctx, node, inputs):
     x = inputs[0]
     axis = canonical_axis(node.param.softmax_param.axis, x.rank)
-    y = keras.layers.Softmax(axis=x.axis(axis), name=ctx.name(node))(x.value)
-    return [(y, x.layout)]
+    if x.rank <= 5:
+        y = keras.layers.Softmax(axis=x.axis(axis), name=ctx.name(node))(x.value)
+        return [(y, x.layout)]
+    # TensorFlow's softmax takes at most 5 axes: fold the axes before and after Caffe's into one
+    # each (blobs of more than 4 axes are held in Caffe's order), then unfold.
+    before = int(np.prod(x.shape[1:axis])) if axis else 1
+    folded = (before, x.shape[axis], int(np.prod(x.shape[axis + 1 :]))) if axis else (int(np.prod(x.shape[1:])),)
+    value = keras.layers.Reshape(folded, name=ctx.name(node, "fold"))(x.value)
+    value = keras.layers.Softmax(axis=2 if axis else 0, name=ctx.name(node, "softmax"))(value)
+    return [(keras.layers.Reshape(tuple(x.shape[1:]), name=ctx.name(node))(value), CAFFE)]
 
 
 @translator("Reduction")

@@ -7,9 +7,10 @@ oracle's interpreter and reads back ``.npz`` results; :func:`solve` does the sam
 ``$CAFFE_ORACLE_DIR/run_caffe.sh``, ``~/.cache/caffe-oracle/run_caffe.sh``.
 
 Where this Caffe differs from the Caffe a prototxt was written for, :func:`for_this_caffe`
-rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Not rewritable, so not a
-reference: its PriorBox truncates ``min_size``/``max_size`` to integers (SSD keeps floats; a
-detector with ``min_size: 51.2`` gets boxes ~7e-4 off, where OpenCV and the converter agree).
+rewrites the text (``round_mode``, PriorBox's ``clip`` default, Axpy). Its PriorBox reads
+``min_size``/``max_size`` into ints as SSD's own (weiliu89/caffe, prior_box_layer.cpp:
+``int min_size_ = min_sizes_[s];``) does; OpenCV keeps the fraction, so there OpenCV is no
+reference (``min_size: 51.2``: boxes ~7e-4 apart).
 """
 
 import json
@@ -178,7 +179,10 @@ def forward(jobs, timeout=600):
 def _last_words(stderr):
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     checks = [line for line in lines if "Check failed" in line or "] " in line and line[:1] in "FE"]
-    return (checks[-1] if checks else lines[-1] if lines else "").strip()
+    # A prototxt Caffe cannot parse: protobuf's own line says which field.
+    parse = [line for line in lines if "Error parsing text-format" in line]
+    words = (checks[-1] if checks else lines[-1] if lines else "").strip()
+    return f"{parse[-1].strip()}; {words}" if parse else words
 
 
 def _read(out):

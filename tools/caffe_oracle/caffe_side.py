@@ -8,7 +8,8 @@
     weights       a caffemodel to load, or null: Caffe's fillers initialise the net
     randomize     overwrite every learned blob with seeded random values (BatchNorm statistics
                   kept valid: variance > 0, scale factor > 0) before saving/running
-    save_weights  where to write the caffemodel Caffe holds after initialisation, or null
+    save_weights  where to write the caffemodel Caffe holds after initialisation, or null (a name
+                  ending in .h5: Caffe's HDF5 format, save_hdf5)
     inputs        an .npz with a value per input blob, or null: seeded N(0, 1) inputs
     seed          the seed of fillers, randomised blobs and random inputs
     out           where to write the .npz of results
@@ -74,7 +75,10 @@ def run(job):
     if job.get("randomize"):
         randomize(net, rng)
     if job.get("save_weights"):
-        net.save(job["save_weights"])
+        if job["save_weights"].endswith(".h5"):
+            net.save_hdf5(job["save_weights"])
+        else:
+            net.save(job["save_weights"])
 
     given = dict(np.load(job["inputs"])) if job.get("inputs") else {}
     arrays = {}
