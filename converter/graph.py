@@ -137,6 +137,8 @@ def learned_shapes(node, bottom_shapes, held=None):
         axis = sp.axis % len(bottom)
         shape = tuple(bottom[axis:] if sp.num_axes == -1 else bottom[axis : axis + sp.num_axes])
         return _fixed([shape] * (2 if node.type == "Scale" and p.scale_param.bias_term else 1), node)
+    if node.type == "Scale" and len(bottom_shapes) == 2 and p.scale_param.bias_term:
+        return _fixed([tuple(bottom_shapes[1])], node)  # the bias, shaped as the scale bottom
     return []
 
 
