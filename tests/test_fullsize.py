@@ -105,10 +105,14 @@ def test_fullsize_se_resnet50_within_the_caffe_opencv_spread(tmp_path):
     """SE-ResNet-50 (Axpy, sigmoid gates), synthetic weights, logits ~380, against real Caffe.
 
     The squeeze-and-excitation gates amplify rounding differences ~50x, so two faithful float32
-    implementations differ by far more than 1e-6 here: real Caffe and OpenCV's DNN by a median
-    of 4.0e-5 (max 6.9e-5) over these 8 inputs, the converted model by 4.5e-5 (max 1.0e-4). With
-    a tree-ordered global mean instead of Caffe's row-major sum it was 1.1e-4 (max 1.2e-4).
-    ``tools/precision_report.py --layers`` shows where the error grows.
+    implementations differ by far more than 1e-6 here, and by an amount that varies tenfold from
+    input to input. The limits are OpenCV's DNN's own spread against this Caffe over 80 inputs
+    (``tools/precision_report.py --inputs 80 --opencv``): per input up to 4.0e-4, median 4.2e-5;
+    its median over 8 random inputs of those 80 stays below 7.75e-5 99% of the time (bootstrap).
+    The converted model: median 4.8e-5 over the 80 (max 3.4e-4), 6.7e-5 over these 8 (max 9.3e-5).
+    With a tree-ordered global mean instead of Caffe's row-major sum it is 9.2e-5 over these 8.
+    ``tools/precision_report.py --layers`` shows where the error grows: the Convolutions' own
+    (local) errors add up to ~7x those of every other layer type together.
     """
     import sys
 
@@ -132,4 +136,4 @@ def test_fullsize_se_resnet50_within_the_caffe_opencv_spread(tmp_path):
     conversion = build(str(prototxt), str(weights), outputs=["classifier"])
     errors = [precision_report.relative(conversion.model(model_inputs(conversion, feed), training=False), want)
               for feed, want in zip(feeds, expected)]
-    assert np.median(errors) < 6e-5 and max(errors) < 1.5e-4, errors
+    assert np.median(errors) < 7.75e-5 and max(errors) < 4e-4, errors
