@@ -19,7 +19,9 @@ In rounds: each round runs every method, in an order rotated round by round, for
 ``window`` seconds (at least ``MIN_CALLS`` calls); a method's time in a round is its median call.
 A ratio is OpenCV's time over the method's in the same round (> 1: faster than OpenCV), and the
 reported ratio is its median over rounds, so machine load hits both sides of each ratio alike.
-Every method's output is compared with OpenCV's (detections as rows, by image, label and score).
+Every method's output is compared with OpenCV's (detection rows as sets, matched by image and
+label), and so are the converted model's logits (the blob feeding a Softmax output): random
+weights saturate a softmax into 0s and 1s that a wrong network can match too.
 """
 
 import json
@@ -57,7 +59,8 @@ def child_infer(prototxt, caffemodel, size, exports, batches, rounds, window, th
 
     cv2.setNumThreads(threads)
     exports = json.loads(exports)
-    model = api.build(prototxt, caffemodel, input_shapes={"data": (1, 3, size, size)}).model
+    conversion = api.build(prototxt, caffemodel, input_shapes={"data": (1, 3, size, size)})
+    model = conversion.model
     compiled = tf.function(lambda t: model(t, training=False))
     xla = tf.function(lambda t: model(t, training=False), jit_compile=True)
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
@@ -87,6 +90,7 @@ def child_infer(prototxt, caffemodel, size, exports, batches, rounds, window, th
                     methods[fmt] = (_tflite if fmt == "tflite" else _onnx)(exports[fmt], x, threads)
                 except Exception as e:  # an export a runtime cannot load is a result, not a crash
                     report["failed"][f"{fmt}@{batch}"] = _first_line(e)
+        report.setdefault("logits", {})[str(batch)] = _logits(conversion, net, x, blob)
         reference = opencv()
         results = {}
         for name, fn in list(methods.items()):
@@ -98,7 +102,7 @@ def child_infer(prototxt, caffemodel, size, exports, batches, rounds, window, th
                 report["failed"][f"{name}@{batch}"] = _first_line(e)
                 del methods[name]
                 continue
-            results[name] = {"check": _compare(out, reference, batch, detection), "rounds": []}
+            results[name] = {"check": _compare(out, reference, detection), "rounds": []}
         names = list(methods)
         for r in range(rounds):
             order = names[r % len(names):] + names[: r % len(names)]
@@ -151,35 +155,65 @@ def _onnx(path, x, threads):
     return lambda: session.run(None, feed)[0]
 
 
-def _compare(ours, reference, batch, detection):
+def _compare(ours, reference, detection):
     """(max abs difference, tolerance, note) of a method's output against OpenCV's."""
     import numpy as np
 
     ours = np.asarray(ours[0] if isinstance(ours, (list, tuple)) else ours, np.float64)
     reference = np.asarray(reference, np.float64)
-    note = ""
     if detection:
-        sys.path.insert(0, str(models.TESTS))
-        from oracle import detections
-
-        ours, reference = _by_box(detections(ours)), _by_box(detections(reference))
-        note = f"{len(reference)} detections"
-        if ours.shape != reference.shape:
-            return None, None, f"{len(ours)} detections, OpenCV {len(reference)}"
-    elif ours.ndim == 4 and ours.shape[1:3] != reference.shape[2:4] and ours.size == reference.size:
+        return _compare_detections(ours, reference)
+    if ours.ndim == 4 and ours.shape[1:3] != reference.shape[2:4] and ours.size == reference.size:
         ours = ours.transpose(0, 3, 1, 2)  # NHWC output, NCHW reference
-    tol = 1e-4 * max(1.0, float(np.max(np.abs(reference)))) if reference.size else 1e-4
-    err = float(np.max(np.abs(ours.reshape(reference.shape) - reference))) if reference.size else 0.0
-    return err, tol, note
+    tol = 1e-4 * max(1.0, float(np.max(np.abs(reference))))
+    return float(np.max(np.abs(ours.reshape(reference.shape) - reference))), tol, ""
 
 
-def _by_box(rows):
-    """Detection rows in an order that scores one ulp apart cannot swap: by image, label, score
-    to 5 decimals, then the box."""
+def _compare_detections(ours, reference):
+    """Detection rows compared as sets: each row of one side against the nearest row of the
+    same image and label on the other (scores one ulp apart order rows differently)."""
     import numpy as np
 
-    keys = [rows[:, i] for i in (6, 5, 4, 3)] + [-np.round(rows[:, 2], 5), rows[:, 1], rows[:, 0]]
-    return rows[np.lexsort(keys)]
+    sys.path.insert(0, str(models.TESTS))
+    from oracle import detections
+
+    ours, reference = detections(ours), detections(reference)
+    note = f"{len(reference)} detections"
+    if len(ours) != len(reference):
+        return None, None, f"{len(ours)} detections, OpenCV {len(reference)}"
+    if not len(reference):
+        return 0.0, 1e-4, note
+
+    def farthest(a, b):
+        worst = 0.0
+        for row in a:
+            same = b[(b[:, 0] == row[0]) & (b[:, 1] == row[1])]
+            worst = max(worst, float(np.abs(same - row).max(axis=1).min()) if len(same) else np.inf)
+        return worst
+
+    tol = 1e-4 * max(1.0, float(np.max(np.abs(reference))))
+    return max(farthest(ours, reference), farthest(reference, ours)), tol, note
+
+
+def _logits(conversion, net, x, blob):
+    """(max abs difference, tolerance, blob) of the converted model's logits (the blob feeding
+    a Softmax output) against OpenCV's: random weights saturate the softmax itself, where a
+    wrong network can still give OpenCV's 0s and 1s. None when no Softmax makes an output."""
+    import keras
+
+    from caffe2keras.translate import keras_name
+
+    graph = conversion.graph
+    outputs = {graph.blobs[b].producer for b in graph.outputs}
+    softmax = next((n for n in graph.nodes if n.name in outputs and n.type == "Softmax"), None)
+    if softmax is None:
+        return None
+    producer = graph.blobs[softmax.bottoms[0]].producer
+    model = conversion.model
+    ours = keras.Model(model.inputs, model.get_layer(keras_name(producer)).output)(x, training=False)
+    net.setInput(blob)
+    err, tol, _ = _compare(ours, net.forward(producer), False)
+    return err, tol, producer
 
 
 def _first_line(error):

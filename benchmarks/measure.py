@@ -1,12 +1,13 @@
 """How the benchmark measures: one child process at a time, timed from outside, guarded.
 
 Every figure comes from a fresh process (so importing TensorFlow is paid where a user pays it),
-started by :func:`run`, which returns its wall time (start to reaped), CPU time and peak RSS
+started by :func:`run`, which returns its wall time (start to exit), CPU time and peak RSS
 (``wait4``), and stops it when it holds more than ``mem_gib`` resident (itself and its
 children, polled) or runs past ``timeout``: the result then says "killed at X GiB" or "timed out"
-instead of the machine going down. :func:`paired` runs two commands in turn, A B A B …, so that a
-ratio is taken pair by pair while the machine's speed drifts (other jobs share these cores), and
-:func:`median` keeps the middle one.
+instead of the machine going down. The parts pair what they compare (a conversion with a floor
+run just before it; OpenCV and each way of calling the model in the same round), take each ratio
+pair by pair while the machine's speed drifts (other jobs share these cores), and keep the
+:func:`median`.
 
 Children are this directory's scripts run as ``python <part>.py _<mode> ARGS``: a part module
 ends with ``child_main(globals())``, which calls its ``child_<mode>`` function; a child prints
@@ -150,19 +151,6 @@ def run(args, timeout=TIMEOUT_S, mem_gib=MEM_GIB, env=None):
 def _last_line(text):
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "(no message)"
-
-
-def paired(a, b, repeats, **guards):
-    """``repeats`` pairs of runs of the commands ``a`` and ``b``, in turn (A B A B …): a list of
-    (run_a, run_b). Stops early when either fails, was killed or timed out (it would again)."""
-    pairs = []
-    for _ in range(repeats):
-        ra = run(a, **guards)
-        rb = run(b, **guards)
-        pairs.append((ra, rb))
-        if not (ra.ok and rb.ok):
-            break
-    return pairs
 
 
 def median(values):

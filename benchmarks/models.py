@@ -92,18 +92,18 @@ layer {{ name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" inner_product
 """
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def _synth():
+    """``../shared/fullsize/synth.py``, the shared writer of synthetic caffemodels."""
+    sys.path.insert(0, str(FULLSIZE))
+    import synth
+
+    return synth
 
 
 def _len_field(number, size):
     """The header of a length-delimited field whose ``size`` payload bytes follow separately."""
-    return _varint(number << 3 | 2) + _varint(size)
+    varint = _synth()._varint
+    return varint(number << 3 | 2) + varint(size)
 
 
 def _string(number, text):
@@ -147,7 +147,7 @@ def _write_big_caffemodel(path):
         for name, rows, cols in layers:
             blobs = []
             for shape, nbytes in (((rows, cols), rows * cols * 4), ((rows,), rows * 4)):
-                dims = b"".join(_varint(d) for d in shape)
+                dims = b"".join(_synth()._varint(d) for d in shape)
                 shape_field = _len_field(7, len(dims) + len(_len_field(1, len(dims)))) + _len_field(1, len(dims)) + dims
                 head = shape_field + _len_field(5, nbytes)
                 blobs.append((head, nbytes))
@@ -206,10 +206,7 @@ def chain(work, layers):
             spec.append({"name": name, "type": kind, "blobs": blobs})
         below = name
     prototxt.write_text("\n".join(lines) + "\n")
-    sys.path.insert(0, str(FULLSIZE))
-    from synth import write_caffemodel
-
-    write_caffemodel({"name": "chain", "layers": spec}, caffemodel, seed=0)
+    _synth().write_caffemodel({"name": "chain", "layers": spec}, caffemodel, seed=0)
     return prototxt, caffemodel
 
 

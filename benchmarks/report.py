@@ -178,12 +178,12 @@ def conversion_tables(conv):
 
 def inference_table(inf):
     methods = [m for m in inference.METHODS[1:]]
-    header = ["net", "batch", "OpenCV"] + [METHOD_LABELS[m] for m in methods] + ["max err / tol vs OpenCV"]
+    header = ["net", "batch", "OpenCV"] + [METHOD_LABELS[m] for m in methods] + ["outputs: max err / tol", "logits: err / tol"]
     rows = []
     for e in inf["nets"]:
         label = models.LABELS[e["net"]]
         if "error" in e:
-            rows.append([label, "", e["error"]] + [""] * (len(methods) + 1))
+            rows.append([label, "", e["error"]] + [""] * (len(methods) + 2))
             continue
         for batch, res in e["batches"].items():
             cv = res["opencv"]["seconds"]
@@ -193,6 +193,8 @@ def inference_table(inf):
             worst = inference.worst_check(res)
             notes = {r["check"][2] for r in res.values() if r["check"][2]}
             cells.append((f"{worst:.3g}" if worst is not None else "–") + (f" ({', '.join(sorted(notes))})" if notes else ""))
+            logits = e.get("logits", {}).get(batch)
+            cells.append(f"{logits[0] / logits[1]:.3g} ({logits[2]})" if logits else "–")
             rows.append(cells)
     lines = [f"Speed as a multiple of OpenCV's (> 1: faster), median over {inf['rounds']} rounds of paired windows, "
              f"{inf['threads']} threads each:", ""] + _table(header, rows)
@@ -212,7 +214,7 @@ def scaling_tables(scal):
             rows.append([f"{r['layers']:,}", _s(r["floor_s"]), _s(r["wall"]), f"{r['ms_per_layer']:.2f}",
                          _x(r.get("per_layer_vs_first")), f"{r['peak_mib']:.0f} MiB"])
         else:
-            rows.append([f"{r['layers']:,}", _s(r["floor_s"]), r["note"], "", "", f"{r['peak_mib']:.0f} MiB"])
+            rows.append([f"{r['layers']:,}", _s(r["floor_s"]), f"{r['note']} ({_s(r['wall'])})", "", "", f"{r['peak_mib']:.0f} MiB"])
     lines = [f"Chains of small layers → .{scal['format']} (one run each):", ""]
     lines += _table(["layers", "floor", "conversion", "ms per layer", "vs the first", "peak RSS"], rows)
     big = scal.get("big")
@@ -261,7 +263,7 @@ def hotspot_lines(hot):
 
 def markdown(results):
     meta = results["meta"]
-    lines = [f"Run of {meta['date']} UTC, commit {meta['commit']}, {meta['machine']}; "
+    lines = [f"Run of {meta['date']} UTC, commit {meta['commit']} (caffe2keras from {meta['caffe2keras']}), {meta['machine']}; "
              f"{meta['load_start']} at the start, {meta['load_end']} at the end. "
              f"Versions: {meta['versions']}. Durations: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in meta["durations_s"].items()) + ".",
              ""]
