@@ -247,6 +247,12 @@ def batch_table(batch):
     return lines
 
 
+def startup_table(rows):
+    lines = ["Fresh processes, median of five (wall time to exit, peak RSS):", ""]
+    return lines + _table(["command", "wall", "peak RSS"], [
+        [f"`{name}`", r["note"] or _s(r["seconds"], 2), f"{r['rss_mib']:.0f} MiB"] for name, r in rows.items()])
+
+
 def hotspot_lines(hot):
     lines = ["Per-layer times (compiled one by one, TensorFlow's per-call overhead subtracted) beside OpenCV's "
              "(`getPerfProfile`; OpenCV fuses ReLU/BatchNorm/Scale into the convolution):", ""]
@@ -276,6 +282,8 @@ def markdown(results):
         lines += ["", "#### Scale", ""] + scaling_tables(results["scaling"])
     if "batch" in results:
         lines += ["", "#### Many models", ""] + batch_table(results["batch"])
+    if "startup" in results:
+        lines += ["", "#### Start-up", ""] + startup_table(results["startup"])
     if "hotspots" in results:
         lines += ["", "#### Where the time goes", ""] + ["```"] + hotspot_lines(results["hotspots"]) + ["```"]
     return "\n".join(lines) + "\n"

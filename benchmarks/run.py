@@ -5,6 +5,7 @@
     python benchmarks/run.py --inference --profile
     python benchmarks/run.py --scaling --layers 1000,10000 --no-big
     python benchmarks/run.py --batch --jobs 1,2
+    python benchmarks/run.py --all --quick            # the same targets, smaller: about an hour
 
 Parts (each a module of this directory; their docstrings say exactly what is timed):
 
@@ -15,6 +16,10 @@ Parts (each a module of this directory; their docstrings say exactly what is tim
     --profile      hotspots.py    per-layer times beside OpenCV's, cProfile of predict and model(x)
     --scaling      growth.py      chains of 1k/10k/50k layers, and a > 2 GiB caffemodel
     --batch        zoo_batch.py   `caffe2keras batch` over the golden zoo, 1 job against N
+    --startup      commands.py    start-up of --help, --version, inspect beside importing TensorFlow
+
+(``scaling.py`` is another benchmark, run alone: the graph stage against the number of tops,
+outputs and bottoms.)
 
 Every measurement is a fresh child process, under a memory limit (``--mem-gib``) and a time
 limit, so a conversion that blows up is reported as "killed at X GiB" (``measure.py``). Inputs
@@ -32,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import commands
 import conversion
 import hotspots
 import inference
@@ -40,7 +46,9 @@ import report
 import growth
 import zoo_batch
 
-PARTS = ("conversion", "inference", "profile", "scaling", "batch")
+# --quick: one pair per conversion, shorter inference windows, chains up to 10,000 layers.
+QUICK = {"repeats": 1, "rounds": 3, "window": 0.5, "layers": [1000, 10000]}
+PARTS = ("conversion", "inference", "profile", "scaling", "batch", "startup")
 
 
 def _list(text, kind=str):
@@ -70,7 +78,13 @@ def parse_args(argv=None):
     parser.add_argument("--mem-gib", type=float, default=measure.MEM_GIB, help="memory limit of each measured process")
     parser.add_argument("--timeout", type=float, default=measure.TIMEOUT_S, help="time limit of each measured process")
     parser.add_argument("--json", type=Path, help="results JSON (default <work>/results.json)")
+    parser.add_argument("--quick", action="store_true", help=f"smaller: {QUICK} (options given override it)")
     args = parser.parse_args(argv)
+    if args.quick:
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])}
+        for name, value in QUICK.items():
+            if name not in given:
+                setattr(args, name, value)
     chosen = [p for p in PARTS if getattr(args, p)]
     args.parts = list(PARTS) if args.all or not chosen else chosen
     return args
@@ -107,6 +121,7 @@ def main(argv=None):
         "profile": lambda: hotspots.run(work, args.profile_nets, args.batches, threads=args.threads, guards=guards),
         "scaling": lambda: growth.run(work, args.layers, "h5", not args.no_big, args.repeats, args.keep, guards),
         "batch": lambda: zoo_batch.run(work, args.jobs, guards=guards),
+        "startup": lambda: commands.startup(work, guards=guards),
     }
     out = args.json or work / "results.json"
     for part in args.parts:
