@@ -41,7 +41,7 @@ def child_profile(prototxt, caffemodel, size, batch, reps, threads):
     import numpy as np
 
     from caffe2keras import api
-    from caffe2keras.translate import keras_name
+    from caffe2keras.naming import keras_name
 
     cv2.setNumThreads(threads)
     conversion = api.build(prototxt, caffemodel, input_shapes={"data": (1, 3, size, size)})

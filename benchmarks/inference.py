@@ -199,18 +199,16 @@ def _logits(conversion, net, x, blob):
     """(max abs difference, tolerance, blob) of the converted model's logits (the blob feeding
     a Softmax output) against OpenCV's: random weights saturate the softmax itself, where a
     wrong network can still give OpenCV's 0s and 1s. None when no Softmax makes an output."""
-    import keras
-
-    from caffe2keras.translate import keras_name
+    from caffe2keras import blobtable
 
     graph = conversion.graph
     outputs = {graph.blobs[b].producer for b in graph.outputs}
     softmax = next((n for n in graph.nodes if n.name in outputs and n.type == "Softmax"), None)
     if softmax is None:
         return None
-    producer = graph.blobs[softmax.bottoms[0]].producer
-    model = conversion.model
-    ours = keras.Model(model.inputs, model.get_layer(keras_name(producer)).output)(x, training=False)
+    logits = graph.blobs[softmax.bottoms[0]]
+    producer = logits.producer
+    ours = blobtable.blobs(conversion.model, [logits.name])(x, training=False)[logits.name]
     net.setInput(blob)
     err, tol, _ = _compare(ours, net.forward(producer), False)
     return err, tol, producer
