@@ -45,7 +45,9 @@ class Run:
 
     wall: float  # seconds, start to reaped
     cpu: float  # user + system seconds
-    peak_mib: float  # peak RSS from wait4; when killed, the resident size seen last
+    # Peak RSS from wait4; when killed, the resident size seen last. Never below the parent's RSS
+    # when it forked: Linux keeps the high-water mark across exec.
+    peak_mib: float
     status: str  # "ok", "failed", "killed" (memory guard) or "timeout"
     note: str = ""  # why it is not ok, in a few words
     stdout: str = ""

@@ -248,9 +248,8 @@ def batch_table(batch):
 
 
 def startup_table(rows):
-    lines = ["Fresh processes, median of five (wall time to exit, peak RSS):", ""]
-    return lines + _table(["command", "wall", "peak RSS"], [
-        [f"`{name}`", r["note"] or _s(r["seconds"], 2), f"{r['rss_mib']:.0f} MiB"] for name, r in rows.items()])
+    lines = ["Fresh processes, median wall time to exit of five:", ""]
+    return lines + _table(["command", "wall"], [[f"`{name}`", r["note"] or _s(r["seconds"], 2)] for name, r in rows.items()])
 
 
 def hotspot_lines(hot):

@@ -85,8 +85,8 @@ def _results():
             {"jobs": 1, "wall": 200.0, "ok": 23, "failed": [], "per_minute": 6.9, "peak_mib": 1500.0, "status": "ok"},
             {"jobs": 2, "status": "n/a", "note": "batch has no --jobs yet"}]},
         "hotspots": {"nets": [{"net": "bvlc_googlenet", "batch": 1, "error": "timed out after 1800 s"}]},
-        "startup": {"caffe2keras --help": {"seconds": 0.4, "rss_mib": 60.0, "note": ""},
-                    "caffe2keras inspect deploy.prototxt": {"seconds": 9.0, "rss_mib": 90.0, "note": "exit 2: bad prototxt"}},
+        "startup": {"caffe2keras --help": {"seconds": 0.4, "note": ""},
+                    "caffe2keras inspect deploy.prototxt": {"seconds": 9.0, "note": "exit 2: bad prototxt"}},
     }
 
 
@@ -102,7 +102,7 @@ def test_report_gives_each_target_its_ratio_and_each_failure_its_reason():
     assert rows[("inference", "GoogLeNet b1 .onnx")][2] == "exit 1: no onnx"
     assert rows[("scale: layers", "chain of 10,000 layers")][2].endswith("RecursionError: maximum recursion depth exceeded")
     for reason in ("timed out after 1800 s", "batch has no --jobs yet", "3 detections, OpenCV 4", "InvalidArgumentError",
-                   "0.02 (fc8)", "| `caffe2keras --help` | 0.40 s | 60 MiB |", "exit 2: bad prototxt"):
+                   "0.02 (fc8)", "| `caffe2keras --help` | 0.40 s |", "exit 2: bad prototxt"):
         assert reason in text
 
 
