@@ -129,3 +129,12 @@ def test_detections_are_compared_as_sets_not_in_score_order():
     moved[1, 3] += 0.01
     err, tol, _ = inference._compare_detections(moved[None, None], rows[None, None])
     assert err > tol
+
+
+def test_quick_shrinks_what_is_not_given_and_keeps_what_is():
+    import run
+
+    quick = run.parse_args(["--all", "--quick", "--layers", "50000", "--rounds=7"])
+    assert (quick.repeats, quick.window, quick.layers, quick.rounds) == (1, 0.5, [50000], 7)
+    assert quick.parts == list(run.PARTS)
+    assert run.parse_args(["--inference"]).repeats == 3 and run.parse_args(["--inference"]).parts == ["inference"]
