@@ -1,70 +1,63 @@
-"""The everyday commands: how fast the command line starts, how much memory the exports take.
+"""The everyday commands: how fast the command line starts, and what the exports cost.
 
-    python benchmarks/commands.py                         # GoogLeNet and VGG16, every format
-    python benchmarks/commands.py --nets vgg16 --formats onnx
+    python benchmarks/run.py --startup                      # the start-up table alone
+    python benchmarks/commands.py                           # start-up, then GoogLeNet and VGG16 to every format
+    python benchmarks/commands.py --nets vgg16 --formats onnx --no-startup
 
 1. Start-up: ``--help``, ``--version`` and ``inspect`` (GoogLeNet's prototxt, with and without
-   its caffemodel) in fresh processes, median wall time and peak RSS of five runs, beside
-   ``python -c pass`` and ``python -c "import tensorflow"``.
-2. Exports: ``python -m caffe2keras PROTOTXT CAFFEMODEL -o net.FORMAT`` for each net and format,
-   wall time and peak RSS (``wait4``), the RSS above TensorFlow's own also as a multiple of the
-   caffemodel's size. The caffemodels are the full-size ones ``run.py`` writes (under
-   build/bench), written here too when missing.
+   its caffemodel) in fresh processes, median wall time of five runs, beside ``python -c pass``
+   and ``python -c "import tensorflow"`` (the ``--startup`` part of run.py). No memory: a child's
+   peak RSS reads at least the parent's RSS when it forked (Linux keeps the high-water mark
+   across ``exec``), which is more than these small commands take.
+2. Exports: the CLI writing each net to each format once, wall time and peak RSS above
+   TensorFlow's own as a multiple of the caffemodel's size: the conversion part's measurement
+   (``conversion.cli_pairs``), one pair, without its converter-alone runs.
 """
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (the full-size caffemodels and the timed child of the main benchmark)
+import conversion
+import measure
+import models
 
-REPO = run.REPO
-CLI = [sys.executable, "-m", "caffe2keras"]
 FORMATS = ("keras", "h5", "onnx", "tflite")
+REPEATS = 5
 
 
-def startup(repeats=5):
-    net = run.SHARED / "zoo" / "bvlc_googlenet" / "deploy.prototxt"
-    caffemodel = run.WORK / "bvlc_googlenet.caffemodel"
+def startup(work, repeats=REPEATS, guards=None):
+    guards = guards or {}
+    prototxt, caffemodel = models.prepare(work, "bvlc_googlenet")
     cases = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -c 'import tensorflow'": [sys.executable, "-c", "import tensorflow"],
-        "caffe2keras --help": [*CLI, "--help"],
-        "caffe2keras --version": [*CLI, "--version"],
-        "caffe2keras inspect deploy.prototxt": [*CLI, "inspect", str(net)],
-        "caffe2keras inspect deploy.prototxt w.caffemodel": [*CLI, "inspect", str(net), str(caffemodel)],
+        "caffe2keras --help": measure.cli("--help"),
+        "caffe2keras --version": measure.cli("--version"),
+        "caffe2keras inspect deploy.prototxt": measure.cli("inspect", prototxt),
+        "caffe2keras inspect deploy.prototxt w.caffemodel": measure.cli("inspect", prototxt, caffemodel),
     }
     rows = {}
     for name, args in cases.items():
-        runs = [run._timed_child(args) for _ in range(repeats)]
-        rows[name] = {"seconds": statistics.median(r[0] for r in runs), "rss_mib": statistics.median(r[1] for r in runs)}
-        print(f"{name:52} {rows[name]['seconds']:6.2f} s  {rows[name]['rss_mib']:6.0f} MiB", flush=True)
+        runs = [measure.run(args, **guards) for _ in range(repeats)]
+        failed = next((r for r in runs if not r.ok), None)
+        rows[name] = {"seconds": measure.median(r.wall for r in runs), "note": failed.note if failed else ""}
+        print(f"  {name:52} {rows[name]['seconds']:6.2f} s {rows[name]['note']}", flush=True)
     return rows
 
 
-def exports(nets, formats, tf_rss):
-    rows = []
-    for net in nets:
-        caffemodel = run.WORK / f"{net}.caffemodel"
-        size = caffemodel.stat().st_size / 2**20
-        prototxt = run.SHARED / "zoo" / net / "deploy.prototxt"
+def exports(work, nets, formats, guards=None):
+    guards = guards or {}
+    tf_rss = conversion.tf_baseline(guards)
+    print(f"TensorFlow's own peak RSS: {tf_rss:.0f} MiB", flush=True)
+    for name in nets:
+        prototxt, caffemodel = models.prepare(work, name)
+        size_mib = caffemodel.stat().st_size / measure.MiB
+        shape = ["--input-shape", f"1,3,{models.NETS[name][1]},{models.NETS[name][1]}"]
         for fmt in formats:
-            out = run.WORK / f"{net}.{fmt}"
-            args = [*CLI, str(prototxt), str(caffemodel), "-o", str(out), "--force", "-q",
-                    "--input-shape", f"1,3,{run.NETS[net]},{run.NETS[net]}"]
-            wall, rss, _, _ = run._timed_child(args)
-            out.unlink()
-            row = {"net": net, "size_mib": size, "format": fmt, "seconds": wall, "rss_mib": rss,
-                   "above_tf_mib": rss - tf_rss, "times_size": (rss - tf_rss) / size}
-            rows.append(row)
-            print(f"{net:16} {size:5.0f} MiB  .{fmt:7} {wall:6.1f} s  peak RSS {rss:6.0f} MiB  "
-                  f"(+{rss - tf_rss:.0f} over TensorFlow = {(rss - tf_rss) / size:.2f}x the caffemodel)", flush=True)
-    return rows
+            result = conversion.cli_pairs(work, name, prototxt, caffemodel, shape, fmt, 1, guards)
+            print(f"  {models.LABELS[name]} → {fmt}: {conversion.format_result(fmt, result, size_mib, tf_rss)}", flush=True)
 
 
 def main():
@@ -72,23 +65,15 @@ def main():
     parser.add_argument("--nets", default="bvlc_googlenet,vgg16")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--no-startup", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--work", type=Path, default=measure.REPO / "build" / "bench")
+    parser.add_argument("--json", type=Path, help="also write the start-up table here")
     args = parser.parse_args()
-    run.WORK.mkdir(parents=True, exist_ok=True)
-    nets = [n for n in args.nets.split(",") if n]
-    for net in {*nets, "bvlc_googlenet"}:
-        if not (run.WORK / f"{net}.caffemodel").exists():
-            subprocess.run(run._python(run.FULLSIZE / "synth.py", run.FULLSIZE / f"{net}.spec.json",
-                                       run.WORK / f"{net}.caffemodel", run.check_inputs_path(net)),
-                           check=True, stdout=subprocess.DEVNULL)
-    results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    args.work.mkdir(parents=True, exist_ok=True)
     if not args.no_startup:
-        results["startup"] = startup()
-    results["tf_rss_mib"] = run._json_child(run._python(run.__file__, "_baseline"))["rss_mib"]
-    print(f"TensorFlow's own peak RSS: {results['tf_rss_mib']:.0f} MiB", flush=True)
-    results["exports"] = exports(nets, [f for f in args.formats.split(",") if f], results["tf_rss_mib"])
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        rows = startup(args.work)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+    exports(args.work, [n for n in args.nets.split(",") if n], [f for f in args.formats.split(",") if f])
 
 
 if __name__ == "__main__":

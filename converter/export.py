@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import keras_archive
 from .errors import ConversionError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
@@ -373,7 +374,7 @@ def _write(model, tmp, fmt, **options):
             if fmt == "h5":
                 _save_h5(model, tmp)
             else:
-                model.save(tmp)
+                keras_archive.save(model, tmp)
     elif keras_backend() != "tensorflow":
         _write_through_tensorflow(model, tmp, fmt, options)
     elif fmt == SAVEDMODEL:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import GOLDEN
 from helpers import assert_close, build
 
-from caffe2keras import export
+from caffe2keras import export, keras_archive
 from caffe2keras.cli import main
 from caffe2keras.errors import ConversionError
 
@@ -63,6 +63,52 @@ def test_keras_files_reload_in_safe_mode(googlenet, outdir, suffix):
     path = export.save(model, outdir / f"g{suffix}")
     loaded = keras.models.load_model(path, safe_mode=True, compile=False)
     check(loaded(x, training=False), model, x, prob, suffix)
+
+
+def h5_contents(data):
+    """{dataset path: values} and {object path: attributes} of an HDF5 file's bytes."""
+    import io
+
+    import h5py
+
+    values, attrs = {}, {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+        def visit(name, obj):
+            attrs[name] = dict(obj.attrs)
+            if isinstance(obj, h5py.Dataset):
+                values[name] = obj[()]
+        f.visititems(visit)
+    return values, attrs
+
+
+def test_keras_archive_holds_what_keras_writes_weights_written_in_place(googlenet, outdir, tmp_path):
+    """The archive written once (the weights member's zip header in the HDF5 userblock) against
+    Keras' own ``model.save``: same members, same JSON, the same weights bit for bit, CRCs that
+    check; a damaged weight byte fails the CRC (the check can fail)."""
+    import zipfile
+
+    model = googlenet[0]
+    ours = export.save(model, outdir / "in_place.keras")
+    model.save(tmp_path / "keras_own.keras")
+    with zipfile.ZipFile(ours) as a, zipfile.ZipFile(tmp_path / "keras_own.keras") as b:
+        assert a.namelist() == b.namelist() == ["metadata.json", "config.json", "model.weights.h5"]
+        assert a.testzip() is None
+        weights = a.getinfo("model.weights.h5")
+        assert (weights.header_offset, weights.compress_type) == (0, zipfile.ZIP_STORED)
+        assert a.read("config.json") == b.read("config.json")
+        assert json.loads(a.read("metadata.json")).keys() == json.loads(b.read("metadata.json")).keys()
+        (values, attrs), (want_values, want_attrs) = h5_contents(a.read("model.weights.h5")), h5_contents(b.read("model.weights.h5"))
+    assert values.keys() == want_values.keys() and len(values) == len(model.weights)
+    for name, value in values.items():
+        assert value.dtype == want_values[name].dtype and np.array_equal(value, want_values[name]), name
+    assert {k: {a: str(v) for a, v in d.items()} for k, d in attrs.items()} == {
+        k: {a: str(v) for a, v in d.items()} for k, d in want_attrs.items()}
+    data = bytearray(ours.read_bytes())
+    data[keras_archive.HEADER_SIZE + weights.file_size // 2] ^= 1
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(bytes(data))
+    with zipfile.ZipFile(damaged) as z:
+        assert z.testzip() == "model.weights.h5"
 
 
 def test_savedmodel_serves_caffe_outputs_by_blob_name(googlenet, outdir):
@@ -402,7 +448,7 @@ def test_force_replaces_a_savedmodel_directory_whole(tiny, tmp_path, monkeypatch
 RACER = """
 import os, sys, time
 from pathlib import Path
-from caffe2keras import export
+from caffe2keras import export, keras_archive
 from caffe2keras._quiet import import_keras
 import_keras()  # TensorFlow's import is the slow, variable part: wait for the others after it
 barrier, count = Path(sys.argv[1]), int(sys.argv[2])
