@@ -21,7 +21,7 @@ import types
 import warnings
 
 # The modules whose import registers custom Keras objects (layers, losses, optimizers, schedules).
-KERAS_OBJECT_MODULES = ("layers", "blobtable", "losses", "preprocess", "rcnn_layers", "solver")
+KERAS_OBJECT_MODULES = ("layers", "blobtable", "losses", "preprocess", "solver")
 
 
 class LazyModule(types.ModuleType):
@@ -35,7 +35,6 @@ keras = LazyModule("keras")
 blobtable = LazyModule(f"{__package__}.blobtable")
 layers = LazyModule(f"{__package__}.layers")
 preprocess = LazyModule(f"{__package__}.preprocess")
-rcnn_layers = LazyModule(f"{__package__}.rcnn_layers")
 
 
 def register_keras_objects():

@@ -26,7 +26,7 @@ class Detection:
 
 
 def find_proposal(model):
-    from .rcnn_layers import Proposal
+    from .layers.rcnn import Proposal
 
     return next((layer for layer in model.layers if isinstance(layer, Proposal)), None)
 
@@ -60,7 +60,7 @@ def detections(cls_prob, bbox_pred, rois, image_hw, scale=1.0, threshold=0.8, nm
     py-faster-rcnn's test code keeps for these proposals (``rois`` without padding rows)."""
     from keras import ops
 
-    from .rcnn_layers import apply_deltas, clip_boxes, pixel_nms
+    from .layers.rcnn import apply_deltas, clip_boxes, pixel_nms
 
     classes = cls_prob.shape[1]
     boxes = (rois[:, 1:5].astype(np.float64) / scale).astype(np.float32)

@@ -23,7 +23,8 @@ from conftest import FIXTURES, shared_path
 from helpers import assert_close, build, model_inputs, run_outputs
 from oracle import random_caffemodel
 
-from caffe2keras import caffe_pb2, prototxt, rcnn_layers
+from caffe2keras import caffe_pb2, prototxt
+from caffe2keras.layers import rcnn
 from caffe2keras.errors import ConversionError
 # Equal RPN scores: OpenCV orders them its own way (py-faster-rcnn by numpy's unstable sort), the
 # converter by anchor; verify lines the rows up the same way.
@@ -81,7 +82,7 @@ def check_padding(rois, roi_scores, n):
 @pytest.mark.parametrize("index", range(4))
 def test_anchors_match_generate_anchors(index):
     ref = _reference()
-    got = rcnn_layers.generate_anchors(
+    got = rcnn.generate_anchors(
         int(ref[f"anchors/{index}/base_size"]), ref[f"anchors/{index}/ratios"], ref[f"anchors/{index}/scales"]
     )
     np.testing.assert_array_equal(got, ref[f"anchors/{index}/anchors"])
@@ -150,7 +151,7 @@ def test_the_reference_cases_catch_a_missing_cut(case, change):
               ref[f"{case}/im_info"]]
     counts = []
     for params in (settings, {**settings, **change}):
-        counts.append(int(np.asarray(rcnn_layers.Proposal(**params)(inputs)[2])[0]))
+        counts.append(int(np.asarray(rcnn.Proposal(**params)(inputs)[2])[0]))
     assert counts[0] == len(ref[f"{case}/rois"]) != counts[1]
 
 
@@ -310,7 +311,7 @@ def test_roi_corners_round_halves_away_from_zero(tmp_path):
     exact = roi_pooling_transcript(x, half, 3, 4, 0.0625)
     to_even = roi_pooling_transcript(x, np.array([[0, 7, 24, 231, 56]], np.float32), 3, 4, 0.0625)
     assert not np.allclose(exact, to_even)
-    got = rcnn_layers.ROIPooling(3, 4, 0.0625)([x.transpose(0, 2, 3, 1), half])
+    got = rcnn.ROIPooling(3, 4, 0.0625)([x.transpose(0, 2, 3, 1), half])
     assert_close(np.asarray(got).transpose(0, 3, 1, 2), exact, "ROIPooling at .5 corners")
 
 
@@ -319,7 +320,7 @@ def test_padding_rois_pool_to_zero(kind):
     # Rows with batch index -1 (the proposal layer's padding) name no image: zeros, no error.
     x = np.ones((1, 11, 13, 18), np.float32)
     rois = np.array([[-1, -1, -1, -1, -1], [0, 0, 0, 100, 100]], np.float32)
-    layer = rcnn_layers.ROIPooling(3, 4, 0.0625) if kind == "ROIPooling" else rcnn_layers.PSROIPooling(2, 3, 0.0625)
+    layer = rcnn.ROIPooling(3, 4, 0.0625) if kind == "ROIPooling" else rcnn.PSROIPooling(2, 3, 0.0625)
     out = np.asarray(layer([x, rois]))
     assert (out[0] == 0).all() and (out[1] == 1).all()
 

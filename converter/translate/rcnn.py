@@ -5,7 +5,7 @@ Other Python layers run arbitrary code and are refused with a remedy (see
 :func:`~caffe2keras.shapes.refusal`).
 """
 
-from .._lazy import rcnn_layers
+from .._lazy import layers as rcnn_layers
 from ..layout import CAFFE
 from ..shapes import is_proposal_layer, proposal_rows, proposal_settings, refusal
 from . import translator

@@ -5,14 +5,14 @@ Caffe gives these layers a number of rows known only at run time; here the rois 
 number of rows R, the proposals first, then padding rows of -1 (batch index -1: no image), and
 the proposal layer also yields how many rows are proposals. The pooling layers give zeros for
 rows whose batch index is not an image of the batch, so padding rows cost nothing downstream.
-Everything is ``keras.ops``; the layers serialise like those of :mod:`caffe2keras.layers`.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from .layers import greedy_nms, register
+from .base import register
+from .boxes import greedy_nms
 
 
 def generate_anchors(base_size, ratios, scales):
