@@ -34,3 +34,27 @@ def greedy_nms(candidates, suppresses, max_keep=None):
 
     _, keep = ops.while_loop(cond, body, (candidates, ops.zeros_like(candidates)))
     return keep
+
+
+def box_area(x1, y1, x2, y2, pixel=0.0):
+    """``w * h`` with ``w = x2 - x1 + pixel`` and ``h = y2 - y1 + pixel``, 0 when a side is negative
+    (SSD's BBoxSize). ``pixel`` 1 is py-faster-rcnn's convention, a side counting both end pixels."""
+    w, h = x2 - x1, y2 - y1
+    if pixel:
+        w, h = w + pixel, h + pixel
+    return ops.where(ops.logical_or(w < 0, h < 0), 0.0, w * h)
+
+
+def iou(a, b, areas=None, pixel=0.0):
+    """Intersection over union of boxes ``a`` and ``b``, each a tuple (x1, y1, x2, y2) of tensors
+    that broadcast together: ``inter / (area_a + area_b - inter)``, ``inter`` the overlap's area (0
+    when the boxes are apart along an axis). The formula of SSD's JaccardOverlap, YOLO's box_iou
+    and py-faster-rcnn's nms (``pixel`` 1, as :func:`box_area`); ``areas`` (area_a, area_b) are
+    given when the layer computes them its own way (YOLO: its boxes' w * h)."""
+    iw = ops.minimum(a[2], b[2]) - ops.maximum(a[0], b[0])
+    ih = ops.minimum(a[3], b[3]) - ops.maximum(a[1], b[1])
+    if pixel:
+        iw, ih = iw + pixel, ih + pixel
+    inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
+    area_a, area_b = areas if areas is not None else (box_area(*a, pixel=pixel), box_area(*b, pixel=pixel))
+    return inter / (area_a + area_b - inter)

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from .base import register
-from .boxes import greedy_nms
+from .boxes import greedy_nms, iou
 
 
 def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances):
@@ -132,21 +132,6 @@ class DetectionOutput(keras.layers.Layer):
         dw, dh = ops.exp(v[2] * l2) * pw, ops.exp(v[3] * l3) * ph
         return ops.stack([dcx - dw / 2.0, dcy - dh / 2.0, dcx + dw / 2.0, dcy + dh / 2.0], axis=-1)
 
-    @staticmethod
-    def _overlaps(boxes):
-        """Caffe's JaccardOverlap of every pair of boxes (..., k, 4) -> (..., k, k)."""
-        a = ops.expand_dims(boxes, -2)
-        b = ops.expand_dims(boxes, -3)
-        iw = ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0])
-        ih = ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1])
-        inter = ops.where(ops.logical_and(iw >= 0, ih >= 0), iw * ih, 0.0)
-
-        def size(t):
-            w, h = t[..., 2] - t[..., 0], t[..., 3] - t[..., 1]
-            return ops.where(ops.logical_or(w < 0, h < 0), 0.0, w * h)
-
-        return inter / (size(a) + size(b) - inter)
-
     def call(self, inputs):
         loc, conf, priors = inputs
         n_priors = priors.shape[-1] // 4
@@ -169,7 +154,9 @@ class DetectionOutput(keras.layers.Layer):
         valid = cand_scores > self.confidence_threshold
         # A box is dropped when some kept box overlaps it by more than the threshold (or by NaN:
         # Caffe keeps only when overlap <= threshold).
-        conflict = ops.logical_not(self._overlaps(cand_boxes) <= self.nms_threshold)
+        corners = [cand_boxes[..., i] for i in range(4)]
+        overlaps = iou([ops.expand_dims(c, -1) for c in corners], [ops.expand_dims(c, -2) for c in corners])
+        conflict = ops.logical_not(overlaps <= self.nms_threshold)
         keep = greedy_nms(
             valid, lambda i: ops.take_along_axis(conflict, i[..., None, None], axis=-2)[..., 0, :]
         )
@@ -252,16 +239,9 @@ class YoloDetectionOutput(keras.layers.Layer):
         score, order = ops.top_k(masked, total)
         valid = score >= self.confidence_threshold
         bx, by, bw, bh, label = (ops.take(v, order) for v in (bx, by, bw, bh, label))
-        # IoU in the layer's centre form: union = w1 h1 + w2 h2 - intersection.
-        iw = ops.minimum(bx[:, None] + bw[:, None] / 2, bx[None] + bw[None] / 2) - ops.maximum(
-            bx[:, None] - bw[:, None] / 2, bx[None] - bw[None] / 2
-        )
-        ih = ops.minimum(by[:, None] + bh[:, None] / 2, by[None] + bh[None] / 2) - ops.maximum(
-            by[:, None] - bh[:, None] / 2, by[None] - bh[None] / 2
-        )
-        inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
-        area = bw * bh
-        conflict = inter / (area[:, None] + area[None] - inter) >= self.nms_threshold
+        corners, area = _corners(bx, by, bw, bh), bw * bh
+        overlaps = iou([c[:, None] for c in corners], [c[None] for c in corners], areas=(area[:, None], area[None]))
+        conflict = overlaps >= self.nms_threshold
         keep = greedy_nms(valid, lambda k: ops.take(conflict, k, axis=0))
         return _yolo_rows(keep, ops.arange(total), total, (bx, by, bw, bh, label, score))
 
@@ -339,16 +319,13 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         boxes = ops.take(boxes, order, axis=0)
         label = ops.take(ops.convert_to_tensor(labels), order)
         bx, by, bw, bh = (boxes[:, k] for k in range(4))
-        position = ops.arange(total)
+        corners, area = _corners(bx, by, bw, bh), bw * bh
 
-        def overlaps(k):
-            iw = ops.minimum(bx[k] + bw[k] / 2, bx + bw / 2) - ops.maximum(bx[k] - bw[k] / 2, bx - bw / 2)
-            ih = ops.minimum(by[k] + bh[k] / 2, by + bh / 2) - ops.maximum(by[k] - bh[k] / 2, by - bh / 2)
-            inter = ops.where(ops.logical_or(iw < 0, ih < 0), 0.0, iw * ih)
-            return inter / (bw[k] * bh[k] + bw * bh - inter)
+        def suppresses(k):
+            return iou([c[k] for c in corners], corners, areas=(area[k], area)) >= self.nms_threshold
 
-        keep = greedy_nms(valid, lambda k: overlaps(k) >= self.nms_threshold)
-        return _yolo_rows(keep, position, total, (bx, by, bw, bh, label, score))
+        keep = greedy_nms(valid, suppresses)
+        return _yolo_rows(keep, ops.arange(total), total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, input_shapes):
         total = sum(s[1] * s[2] for s in input_shapes) * self.num_box * self.num_classes
@@ -367,6 +344,11 @@ class Yolov3DetectionOutput(keras.layers.Layer):
         }
 
 
+def _corners(bx, by, bw, bh):
+    """YOLO's centre-size boxes as corners (left, top, right, bottom)."""
+    return bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2
+
+
 def _yolo_rows(keep, position, total, boxes):
     """The kept boxes, in order, as Caffe's (1, 1, total, 7) detection rows
     ``[image, label, score, xmin, ymin, xmax, ymax]``; the rest padded with -1."""
@@ -374,7 +356,7 @@ def _yolo_rows(keep, position, total, boxes):
     present = rank < total
     rank = ops.minimum(rank, total - 1)
     bx, by, bw, bh, label, score = (ops.take(v, rank) for v in boxes)
-    rows = ops.stack([label, score, bx - bw / 2.0, by - bh / 2.0, bx + bw / 2.0, by + bh / 2.0], axis=-1)
+    rows = ops.stack([label, score, *_corners(bx, by, bw, bh)], axis=-1)
     rows = ops.where(present[:, None], rows, -1.0)
     rows = ops.concatenate([ops.zeros_like(rows[:, :1]), rows], axis=-1)
     return ops.reshape(rows, (1, 1, total, 7))

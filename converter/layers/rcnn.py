@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from .base import register
-from .boxes import greedy_nms
+from .boxes import box_area, greedy_nms, iou
 
 
 def generate_anchors(base_size, ratios, scales):
@@ -71,13 +71,11 @@ def pixel_nms(x1, y1, x2, y2, candidates, threshold, max_keep=None):
     """py-faster-rcnn's NMS over boxes sorted best first: a box is dropped when its IoU with a
     kept one, sides counting both end pixels, is not <= ``threshold`` (so NaN drops it too).
     Returns the (K,) bool of kept boxes."""
-    area = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
+    boxes = (x1, y1, x2, y2)
+    area = box_area(*boxes, pixel=1.0)
 
     def suppresses(k):
-        iw = ops.maximum(0.0, ops.minimum(x2[k], x2) - ops.maximum(x1[k], x1) + 1.0)
-        ih = ops.maximum(0.0, ops.minimum(y2[k], y2) - ops.maximum(y1[k], y1) + 1.0)
-        inter = iw * ih
-        return ops.logical_not(inter / (area[k] + area - inter) <= threshold)
+        return ops.logical_not(iou([v[k] for v in boxes], boxes, areas=(area[k], area), pixel=1.0) <= threshold)
 
     return greedy_nms(candidates, suppresses, max_keep=max_keep)
 
