@@ -410,10 +410,11 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
     def body():
         import_keras()
         from . import detect
+        from .layers.rcnn import find_proposal
         from .predict import format_table, images_of, load_model, predict, read_labels
 
         loaded = load_model(model)
-        if loaded.info.get("two_stage_detector") or (loaded.model is not None and detect.find_proposal(loaded.model)):
+        if loaded.info.get("two_stage_detector") or (loaded.model is not None and find_proposal(loaded.model)):
             if loaded.model is None:
                 raise ConversionError("predict runs two-stage detectors from their .keras or .h5 file", file=model)
             names = read_labels(labels) if labels else None

@@ -25,16 +25,12 @@ class Detection:
     box: tuple  # x1, y1, x2, y2 in the image's pixels
 
 
-def find_proposal(model):
-    from .layers.rcnn import Proposal
-
-    return next((layer for layer in model.layers if isinstance(layer, Proposal)), None)
-
-
 def detector(model):
     """A model on ``model``'s inputs giving cls_prob, bbox_pred, the rois and how many are
     proposals (the padding rows after them are -1)."""
     import keras
+
+    from .layers.rcnn import find_proposal
 
     outputs = dict(zip(model.output_names, model.outputs))
     missing = [name for name in ("cls_prob", "bbox_pred") if name not in outputs]

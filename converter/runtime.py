@@ -68,7 +68,7 @@ def describe(model):
     if config is not None:
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()
                   if k in ("mean", "mean_shape", "scale", "rgb_input", "mean_source")}
-    from .detect import find_proposal
+    from .layers.rcnn import find_proposal
 
     table = blobtable.find(model)
     return {"preprocess": config, "softmax_outputs": softmax_outputs(model), "outputs": list(model.output_names),

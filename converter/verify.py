@@ -407,7 +407,7 @@ def _proposals(graph, model, raw):
     how many are real, and the Caffe layers computed on them."""
     import keras
 
-    from .detect import find_proposal
+    from .layers.rcnn import find_proposal
 
     layer = find_proposal(model)
     if layer is None:

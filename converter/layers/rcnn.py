@@ -177,6 +177,11 @@ class Proposal(keras.layers.Layer):
         }
 
 
+def find_proposal(model):
+    """The model's :class:`Proposal` layer (a two-stage detector has one), or None."""
+    return next((layer for layer in model.layers if isinstance(layer, Proposal)), None)
+
+
 def _batch_mask(batch_index, images):
     """(R, N) one-hot of each roi's image (C's int conversion truncates); all zero when the index
     names no image of the batch (padding rows)."""
