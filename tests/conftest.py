@@ -26,11 +26,15 @@ GOLDEN = FIXTURES / "golden"
 SHARED = Path(os.environ.get("CAFFE2KERAS_SHARED") or REPO.parent / "shared")
 
 
+def missing_shared(path):
+    return f"shared test data not found: {path} (set CAFFE2KERAS_SHARED to the shared folder)"
+
+
 def shared_path(*parts):
     """A path under the shared data folder, skipping the test when it is not there."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared test data not found: {path} (set CAFFE2KERAS_SHARED to the shared folder)")
+        pytest.skip(missing_shared(path))
     return path
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, shared_path
 from helpers import assert_close, build, model_inputs, run_outputs
-from oracle import random_caffemodel
+from oracle import opencv_outputs, random_caffemodel
 
 from caffe2keras import caffe_pb2, prototxt
 from caffe2keras.layers import rcnn
@@ -29,8 +29,6 @@ from caffe2keras.errors import ConversionError
 # Equal RPN scores: OpenCV orders them its own way (py-faster-rcnn by numpy's unstable sort), the
 # converter by anchor; verify lines the rows up the same way.
 from caffe2keras.verify import tie_order
-
-cv2 = pytest.importorskip("cv2")
 
 RCNN = FIXTURES / "rcnn"
 REFERENCE = RCNN / "proposal_reference.npz"
@@ -270,14 +268,6 @@ def pooling_net(tmp_path, layer, channels):
     return path
 
 
-def opencv_forward(prototxt_path, inputs, names, caffemodel=None):
-    net = cv2.dnn.readNetFromCaffe(str(prototxt_path), str(caffemodel) if caffemodel else None)
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    for name, value in inputs.items():
-        net.setInput(np.ascontiguousarray(value, np.float32), name)
-    return dict(zip(names, (np.asarray(o) for o in net.forward(names))))
-
-
 ROI_LAYER = ('layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool" '
              "roi_pooling_param { pooled_h: 3 pooled_w: 4 spatial_scale: 0.0625 } }")
 PSROI_LAYER = ('layer { name: "pool" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "pool" '
@@ -300,7 +290,7 @@ def test_roi_pooling_matches_opencv_and_the_forks_code_on_edge_rois(tmp_path, ki
     # Compiled (TensorFlow's graph optimiser rewrites divisions by constants, see exact_divide).
     compiled = conversion.model.predict_on_batch(model_inputs(conversion, {"data": x, "rois": EDGE_ROIS}))
     assert_close(compiled.transpose(0, 3, 1, 2), transcript, f"compiled {kind} vs the fork's forward pass")
-    assert_close(got, opencv_forward(path, {"data": x, "rois": EDGE_ROIS}, ["pool"])["pool"], f"{kind} vs OpenCV")
+    assert_close(got, opencv_outputs(path, None, {"data": x, "rois": EDGE_ROIS}, ["pool"])["pool"], f"{kind} vs OpenCV")
 
 
 def test_roi_corners_round_halves_away_from_zero(tmp_path):
@@ -357,7 +347,7 @@ def compare_detector(tmp_path, prototxt_path, image_hw, seed=0, input_shapes=Non
     graph = conversion.graph
     producers = {graph.blobs[b].name: graph.blobs[b].producer for b in graph.outputs}
     names = ["proposal", producers["cls_prob"], producers["bbox_pred"]]
-    ref = dict(zip(["rois", "cls_prob", "bbox_pred"], opencv_forward(cv_path, inputs, names, weights).values()))
+    ref = dict(zip(["rois", "cls_prob", "bbox_pred"], opencv_outputs(cv_path, weights, inputs, names).values()))
 
     n = int((rois[:, 0] >= 0).sum())
     assert n > 10 and (np.abs(ref["rois"][n:]).sum() == 0), "OpenCV made as many proposals"

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 import struct
 import subprocess
@@ -19,12 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, SHARED, missing_shared
 from google.protobuf import descriptor_pb2, text_format
 
 from caffe2keras import caffe_pb2
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CAFFE2KERAS_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 GOLDEN_NAMES = ("deploy.prototxt", "train_val_phase.prototxt", "reference_deploy.prototxt")
 
 
@@ -108,7 +106,7 @@ def _corpus() -> dict[str, list[Path]]:
 
 CORPUS = _corpus()
 PROTOTXTS = [p for paths in CORPUS.values() for p in paths]
-_NO_SHARED = f"shared test data not found: {SHARED} (set CAFFE2KERAS_SHARED to the shared folder)"
+_NO_SHARED = missing_shared(SHARED)
 
 
 def _params():
