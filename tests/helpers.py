@@ -286,3 +286,19 @@ def write_caffemodel(path, layers):
             blob.data.extend(np.asarray(array, np.float32).reshape(-1).tolist())
     Path(path).write_bytes(net.SerializeToString())
     return path
+
+
+def write_net(directory, text, weights=None, name="net"):
+    """``text`` as ``<directory>/<name>.prototxt`` and ``weights`` (``{layer name: [blob
+    arrays]}``, optional) as a caffemodel beside it: ``(prototxt, caffemodel or None)``."""
+    prototxt = Path(directory) / f"{name}.prototxt"
+    prototxt.write_text(text)
+    caffemodel = write_caffemodel(prototxt.with_suffix(".caffemodel"), weights) if weights else None
+    return prototxt, caffemodel
+
+
+def run_net(directory, text, inputs, weights=None, **build_options):
+    """Convert the net of prototxt ``text`` (see :func:`write_net`) and run it once on
+    ``{input: NCHW array}``: ``(conversion, {(caffe_layer, caffe_top): NCHW array})``."""
+    conversion = build(*write_net(directory, text, weights), **build_options)
+    return conversion, layer_values(conversion, inputs)

@@ -10,7 +10,7 @@ Caffe did not run here are pinned against transliterations of their fork's C++ l
 import numpy as np
 import pytest
 from conftest import GOLDEN
-from helpers import assert_close, build, check_golden, layer_values
+from helpers import assert_close, build, check_golden, layer_values, run_net, write_net
 
 EXTENSION_LAYERS = ["norm", "norm_shared", "loc_flat", "priors", "upsample", "interp", "pixelshuffle", "pad", "relu6", "hswish"]
 
@@ -29,17 +29,6 @@ def test_mobilenet_ssd_detections_match_caffe():
     # The reference is not a degenerate all-padding blob: both images detect, several labels.
     assert set(detections[:, 0]) == {0.0, 1.0}
     assert len(set(detections[:, 1])) > 2
-
-
-def _net(tmp_path, text, name="net"):
-    path = tmp_path / f"{name}.prototxt"
-    path.write_text(text)
-    return path
-
-
-def _run(tmp_path, text, inputs):
-    conversion = build(_net(tmp_path, text))
-    return conversion, layer_values(conversion, inputs)
 
 
 def _darknet_reorg(x, stride, forward):
@@ -69,7 +58,7 @@ def test_reorg_follows_darknet_index_formula(tmp_path, reverse):
     layer {{ name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param {{ stride: 2 reverse: {str(reverse).lower()} }} }}
     """
     x = np.random.default_rng(0).standard_normal((2, 8, 4, 6)).astype(np.float32)
-    conversion, values = _run(tmp_path, text, {"data": x})
+    conversion, values = run_net(tmp_path, text, {"data": x})
     got = values[("reorg", "reorg")]
     assert got.shape == ((2, 2, 8, 12) if reverse else (2, 32, 2, 3))
     assert_close(got.reshape(-1), _darknet_reorg(x, 2, reverse), "reorg")
@@ -81,7 +70,7 @@ def test_shuffle_channel_transposes_groups(tmp_path):
     layer { name: "shuffle" type: "ShuffleChannel" bottom: "data" top: "shuffle" shuffle_channel_param { group: 3 } }
     """
     x = np.random.default_rng(1).standard_normal((1, 6, 2, 3)).astype(np.float32)
-    _, values = _run(tmp_path, text, {"data": x})
+    _, values = run_net(tmp_path, text, {"data": x})
     # Channels (group, C/group) -> (C/group, group): 0 2 4 1 3 5.
     assert_close(values[("shuffle", "shuffle")], x[:, [0, 2, 4, 1, 3, 5]], "shuffle")
 
@@ -95,7 +84,7 @@ def test_axpy_scales_its_second_bottom(tmp_path):
     """
     rng = np.random.default_rng(2)
     a, x, y = (rng.standard_normal(s).astype(np.float32) for s in [(2, 3, 1, 1), (2, 3, 4, 5), (2, 3, 4, 5)])
-    _, values = _run(tmp_path, text, {"a": a, "x": x, "y": y})
+    _, values = run_net(tmp_path, text, {"a": a, "x": x, "y": y})
     assert_close(values[("axpy", "out")], a * x + y, "axpy")
 
 
@@ -134,7 +123,7 @@ def test_interp_sizes_and_align_corners_bilinear(tmp_path, param, size):
     layer {{ name: "interp" type: "Interp" bottom: "data" top: "interp" interp_param {{ {param} }} }}
     """
     x = np.random.default_rng(3).standard_normal((2, 3, 5, 6)).astype(np.float32)
-    _, values = _run(tmp_path, text, {"data": x})
+    _, values = run_net(tmp_path, text, {"data": x})
     got = values[("interp", "interp")]
     assert got.shape[2:] == size
     pad = -1 if "pad_beg" in param else 0
@@ -163,7 +152,7 @@ def test_segnet_unpooling_puts_values_back_at_the_argmax(tmp_path):
     layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" upsample_param { scale: 2 upsample_h: 7 upsample_w: 8 } }
     """
     x = np.random.default_rng(4).standard_normal((2, 3, 7, 8)).astype(np.float32)
-    _, values = _run(tmp_path, text, {"data": x})
+    _, values = run_net(tmp_path, text, {"data": x})
     pooled, mask = _caffe_max_pool_mask(x, 2, 2)
     assert_close(values[("pool", "pool")], pooled, "pool")
     assert_close(values[("pool", "mask")], mask, "mask")
@@ -183,7 +172,7 @@ def test_bn_variants(tmp_path):
     layer { name: "infer" type: "BN" bottom: "data" top: "infer" bn_param { bn_mode: INFERENCE } }
     layer { name: "learn" type: "BN" bottom: "data" top: "learn" }
     """
-    proto = _net(tmp_path, text)
+    proto, _ = write_net(tmp_path, text)
     model = tmp_path / "net.caffemodel"
     random_caffemodel(proto, model)
     from caffe2keras import caffemodel
@@ -216,7 +205,7 @@ def test_detection_output_pads_with_caffes_no_detection_rows(tmp_path):
                              np.full(16, 0.1)]).reshape(1, 2, 16).astype(np.float32)
     inputs = {"loc": rng.standard_normal((2, 16)).astype(np.float32),
               "conf": np.full((2, 12), 1 / 3, np.float32), "priors": priors}
-    conversion, values = _run(tmp_path, text, inputs)
+    conversion, values = run_net(tmp_path, text, inputs)
     rows = values[("det", "det")]
     assert rows.shape == (1, 1, 6, 7)
     expected = np.full((6, 7), -1.0, np.float32)
@@ -271,7 +260,7 @@ def test_yolo_v2_detection_output_follows_mobilenet_yolo(tmp_path):
         nms_threshold: 0.45 {" ".join(f"biases: {b}" for b in biases)} }} }}
     """
     x = (2.0 * np.random.default_rng(7).standard_normal((1, 24, 5, 5))).astype(np.float32)
-    _, values = _run(tmp_path, text, {"data": x})
+    _, values = run_net(tmp_path, text, {"data": x})
     rows = values[("det", "det")].reshape(-1, 7)
     assert rows.shape == (75, 7)
     expected = _yolo_v2_detections(x, 3, 3, biases, 0.2, 0.45)
@@ -330,7 +319,7 @@ def test_yolo_v3_detection_output_follows_mobilenet_yolo(tmp_path):
     rng = np.random.default_rng(8)
     a = (1.5 * rng.standard_normal((1, 21, 3, 3))).astype(np.float32)
     b = (1.5 * rng.standard_normal((1, 21, 6, 6))).astype(np.float32)
-    _, values = _run(tmp_path, text, {"a": a, "b": b})
+    _, values = run_net(tmp_path, text, {"a": a, "b": b})
     rows = values[("det", "det")].reshape(-1, 7)
     total = (9 + 36) * 3 * 2
     assert rows.shape == (total, 7)

@@ -6,21 +6,13 @@ the Caffe source (``src/caffe/layers/<type>_layer.cpp``) step by step.
 
 import numpy as np
 import pytest
-from helpers import assert_close, blob_values, build, write_caffemodel
+from helpers import assert_close, run_net
 
 
 def run(tmp_path, prototxt, inputs, weights=None, input_shapes=None):
     """The value of every top, by Caffe blob name (last writer wins), in Caffe order."""
-    proto = tmp_path / "net.prototxt"
-    proto.write_text(prototxt)
-    model = write_caffemodel(tmp_path / "net.caffemodel", weights) if weights else None
-    conversion = build(proto, model, input_shapes=input_shapes)
-    values = blob_values(conversion, inputs)
-    by_name = {}
-    for node in conversion.graph.nodes:
-        for bid in node.tops:
-            by_name[conversion.graph.blobs[bid].name] = values[bid]
-    return by_name
+    _, values = run_net(tmp_path, prototxt, inputs, weights, input_shapes=input_shapes)
+    return {top: value for (_, top), value in values.items()}
 
 
 rng = np.random.default_rng(5)

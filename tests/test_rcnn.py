@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import FIXTURES, shared_path
-from helpers import assert_close, build, model_inputs, run_outputs
+from helpers import assert_close, build, model_inputs, run_outputs, write_net
 from oracle import opencv_outputs, random_caffemodel
 
 from caffe2keras import caffe_pb2, prototxt
@@ -259,13 +259,12 @@ def _c_round(v):
 
 
 def pooling_net(tmp_path, layer, channels):
-    path = tmp_path / "pool.prototxt"
-    path.write_text(f"""
+    prototxt, _ = write_net(tmp_path, f"""
         input: "data" input_shape {{ dim: 2 dim: {channels} dim: 11 dim: 13 }}
         input: "rois" input_shape {{ dim: {len(EDGE_ROIS)} dim: 5 }}
         {layer}
-    """)
-    return path
+    """, name="pool")
+    return prototxt
 
 
 ROI_LAYER = ('layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool" '
