@@ -20,7 +20,7 @@ The rules (README, "The layout contract"):
 - Helper layers (padding, flattening, transposes) are ``<name>_<what>``, claimed while
   translating, so they never take a name decided here.
 
-:meth:`Names.table` is what the converted model stores (:class:`~caffe2keras.layers.CaffeBlobs`):
+:meth:`Names.table` is what the converted model stores (:class:`~caffe2keras.blobtable.CaffeBlobs`):
 from it :func:`blob_locations` finds any Caffe blob in a built or a loaded model, without the
 prototxt.
 """

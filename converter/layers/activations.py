@@ -12,7 +12,11 @@ from .base import ShapePreserving, register
 
 @register
 class Power(ShapePreserving):
-    """Caffe Power: ``y = (shift + scale * x) ^ power``."""
+    """Caffe Power: ``y = (shift + scale * x) ^ power``.
+
+    Args:
+        power, scale, shift: Caffe's ``power_param``.
+    """
 
     def __init__(self, power=1.0, scale=1.0, shift=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -37,7 +41,12 @@ class Power(ShapePreserving):
 
 
 class _BaseScaleShift(ShapePreserving):
-    """Base for Caffe's Exp and Log, which share (base, scale, shift); base -1 means e."""
+    """Base for Caffe's Exp and Log, which share (base, scale, shift); base -1 means e.
+
+    Args:
+        base: the base; -1 (Caffe's default) for e.
+        scale, shift: as in the formula.
+    """
 
     def __init__(self, base=-1.0, scale=1.0, shift=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -79,7 +88,12 @@ class AbsVal(ShapePreserving):
 @register
 class NegativeSlopeReLU(ShapePreserving):
     """Caffe ReLU with any ``negative_slope``: ``y = max(x, 0) + negative_slope * min(x, 0)``,
-    capped at ``max_value`` when given (ReLU6)."""
+    capped at ``max_value`` when given (ReLU6).
+
+    Args:
+        negative_slope: Caffe's ``relu_param.negative_slope``.
+        max_value: the cap (6 for ReLU6), or None.
+    """
 
     def __init__(self, negative_slope, max_value=None, **kwargs):
         super().__init__(**kwargs)
@@ -96,7 +110,11 @@ class NegativeSlopeReLU(ShapePreserving):
 
 @register
 class Threshold(ShapePreserving):
-    """Caffe Threshold: ``y = 1 if x > threshold else 0``."""
+    """Caffe Threshold: ``y = 1 if x > threshold else 0``.
+
+    Args:
+        threshold: Caffe's ``threshold_param.threshold``.
+    """
 
     def __init__(self, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -111,7 +129,11 @@ class Threshold(ShapePreserving):
 
 @register
 class Clip(ShapePreserving):
-    """Caffe Clip: ``y = min(max(x, min), max)``."""
+    """Caffe Clip: ``y = min(max(x, min), max)``.
+
+    Args:
+        min_value, max_value: Caffe's ``clip_param`` min and max.
+    """
 
     def __init__(self, min_value, max_value, **kwargs):
         super().__init__(**kwargs)
@@ -126,7 +148,11 @@ class Clip(ShapePreserving):
 
 @register
 class Swish(ShapePreserving):
-    """Caffe Swish: ``y = x * sigmoid(beta * x)``."""
+    """Caffe Swish: ``y = x * sigmoid(beta * x)``.
+
+    Args:
+        beta: Caffe's ``swish_param.beta``.
+    """
 
     def __init__(self, beta=1.0, **kwargs):
         super().__init__(**kwargs)
@@ -141,7 +167,11 @@ class Swish(ShapePreserving):
 
 @register
 class HardSigmoid(ShapePreserving):
-    """``y = clip(alpha * x + beta, 0, 1)``."""
+    """``y = clip(alpha * x + beta, 0, 1)``.
+
+    Args:
+        alpha, beta: the fork's ``hardsigmoid_param`` (0.2 and 0.5 unset).
+    """
 
     def __init__(self, alpha=0.2, beta=0.5, **kwargs):
         super().__init__(**kwargs)
@@ -165,7 +195,12 @@ class HardSwish(ShapePreserving):
 @register
 class UnscaledDropout(ShapePreserving):
     """Caffe's Dropout with ``scale_train: false``: training keeps each value with probability
-    ``1 - rate`` unscaled; inference multiplies by ``1 - rate`` instead."""
+    ``1 - rate`` unscaled; inference multiplies by ``1 - rate`` instead.
+
+    Args:
+        rate: Caffe's ``dropout_ratio``.
+        seed: the training mask's seed, or None.
+    """
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)

@@ -16,6 +16,13 @@ class Deconvolution(keras.layers.Layer):
     each side, which is Caffe's output size ``stride * (in - 1) + dilation * (k - 1) + 1 - 2 pad``
     (None in ``output_hw``: free, as the input's size is). The kernel is (kh, kw, out / group,
     in), group-major along both channel axes.
+
+    Args:
+        filters: ``num_output``.
+        kernel, stride, pad, dilation: (h, w) pairs, Caffe's.
+        group: channel groups.
+        use_bias: ``bias_term``.
+        output_hw: Caffe's output size, None along a free axis.
     """
 
     def __init__(self, filters, kernel, stride, pad, dilation, group=1, use_bias=True, output_hw=None, **kwargs):
@@ -92,7 +99,11 @@ class Deconvolution(keras.layers.Layer):
 @register
 class Subsample(keras.layers.Layer):
     """Every ``stride``-th row and column (NHWC): a strided dilated convolution, which TensorFlow
-    cannot run in one op, is the stride-1 convolution subsampled."""
+    cannot run in one op, is the stride-1 convolution subsampled.
+
+    Args:
+        stride: (h, w): keep rows and columns ``0, stride, 2 stride, ...``.
+    """
 
     def __init__(self, stride, **kwargs):
         super().__init__(**kwargs)
@@ -113,7 +124,13 @@ class Subsample(keras.layers.Layer):
 
 @register
 class Embed(keras.layers.Layer):
-    """Caffe Embed: ``y = W[int(x)] (+ b)``; indices arrive as floats."""
+    """Caffe Embed: ``y = W[int(x)] (+ b)``; indices arrive as floats.
+
+    Args:
+        input_dim: rows of ``W`` (Caffe's ``input_dim``).
+        output_dim: ``num_output``.
+        use_bias: ``bias_term``.
+    """
 
     def __init__(self, input_dim, output_dim, use_bias=True, **kwargs):
         super().__init__(**kwargs)

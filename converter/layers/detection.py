@@ -46,7 +46,17 @@ def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, asp
 class PriorBox(keras.layers.Layer):
     """SSD's PriorBox: a constant (1, 2, H*W*priors*4) blob of prior boxes and variances that
     depends only on the feature map and image sizes (see :func:`prior_boxes`); its inputs (the
-    feature map, and the image when Caffe's layer has it) are not read."""
+    feature map, and the image when Caffe's layer has it) are not read.
+
+    Args:
+        feature_hw, image_hw: the feature map's and the image's (h, w).
+        step_hw: the distance between cell centres in image pixels (Caffe's ``step``, else image /
+            feature).
+        offset: the centre's offset within a cell.
+        min_sizes, max_sizes, aspect_ratios: Caffe's, the aspect ratios already flipped and with 1 first.
+        clip: clip the boxes to [0, 1].
+        variances: one value or four.
+    """
 
     def __init__(self, feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances,
                  **kwargs):
@@ -97,6 +107,12 @@ class DetectionOutput(keras.layers.Layer):
     ``keep_top_k`` best. Rows are [image, label, score, xmin, ymin, xmax, ymax] ordered by label,
     then score (Caffe's order), ``rows`` per image, padded with [image, -1, ..., -1] (Caffe's own
     row for an image without detections); the output is (1, 1, N * rows, 7).
+
+    Args:
+        num_classes, share_location, background_label_id, code_type, variance_encoded_in_target: Caffe's
+            ``detection_output_param``.
+        confidence_threshold, nms_threshold, top_k, keep_top_k: likewise (NMS's in ``nms_param``).
+        rows: rows per image of the output.
     """
 
     def __init__(self, num_classes, share_location, background_label_id, code_type, variance_encoded_in_target,
@@ -207,6 +223,10 @@ class YoloDetectionOutput(keras.layers.Layer):
     class-agnostic greedy NMS (dropped when IoU >= ``nms_threshold`` with a kept box). Rows are
     [0, class + 1, confidence, left, top, right, bottom] for the kept boxes, then padding rows
     [0, -1, ..., -1] up to one row per anchor box: the output is (1, 1, side * side * num_box, 7).
+
+    Args:
+        num_classes, num_box, biases, confidence_threshold, nms_threshold: the fork's
+            ``yolo_detection_output_param`` (``biases``: anchor w, h pairs).
     """
 
     def __init__(self, num_classes, num_box, biases, confidence_threshold, nms_threshold, **kwargs):
@@ -270,6 +290,10 @@ class Yolov3DetectionOutput(keras.layers.Layer):
     candidate. All candidates, best first, go through class-agnostic greedy NMS (dropped when
     IoU >= ``nms_threshold`` with a kept box). Rows [0, class + 1, confidence, left, top, right,
     bottom], padded with [0, -1, ..., -1] to one row per (cell, anchor, class).
+
+    Args:
+        num_classes, num_box, biases, anchors_scale, mask, confidence_threshold, nms_threshold: the fork's
+            ``yolov3_detection_output_param``.
     """
 
     def __init__(self, num_classes, num_box, biases, anchors_scale, mask, confidence_threshold, nms_threshold,

@@ -30,7 +30,14 @@ def _interp_axis(size_in, size_out, begin, align_corners=True):
 class BilinearResize(keras.layers.Layer):
     """Bilinear resize (NHWC) as Caffe's Interp and BilinearInterpolate compute it (see
     :func:`_interp_axis`), of the window of ``in_hw`` starting at ``begin`` (Interp's negative
-    pads crop the input). Inputs after the first (Interp's size reference) are not read."""
+    pads crop the input). Inputs after the first (Interp's size reference) are not read.
+
+    Args:
+        in_hw: the (h, w) window of the input read.
+        out_hw: the output's (h, w).
+        begin: the window's first row and column.
+        align_corners: corner-aligned positions (Interp) or half-pixel centres.
+    """
 
     def __init__(self, in_hw, out_hw, begin=(0, 0), align_corners=True, **kwargs):
         super().__init__(**kwargs)

@@ -15,6 +15,10 @@ class LRN(keras.layers.Layer):
     ACROSS_CHANNELS: ``y = x / (k + alpha/n * sum_{window of n channels} x^2) ^ beta``.
     WITHIN_CHANNEL: ``y = x / (1 + alpha * mean_{n x n zero-padded window} x^2) ^ beta`` — Caffe
     builds it from an AVE pool and a Power layer with shift 1, so ``k`` plays no part.
+
+    Args:
+        local_size, alpha, beta, k: Caffe's ``lrn_param``.
+        region: ``"across"`` (ACROSS_CHANNELS) or ``"within"`` (WITHIN_CHANNEL).
     """
 
     def __init__(self, local_size=5, alpha=1.0, beta=0.75, k=1.0, region="across", **kwargs):
@@ -67,7 +71,12 @@ class LRN(keras.layers.Layer):
 @register
 class MVN(ShapePreserving):
     """Caffe mean-variance normalisation over ``axes``: ``y = (x - mean) / (std + eps)``
-    (Caffe adds eps after the square root), or only ``x - mean``."""
+    (Caffe adds eps after the square root), or only ``x - mean``.
+
+    Args:
+        axes: the axes the statistics span (Caffe's ``across_channels`` adds the channels).
+        normalize_variance, eps: Caffe's ``mvn_param``.
+    """
 
     def __init__(self, axes, normalize_variance=True, eps=1e-9, **kwargs):
         super().__init__(**kwargs)
@@ -106,6 +115,10 @@ class BatchNorm(ShapePreserving):
         factor ← f·factor + 1,  mean_sum ← f·mean_sum + mean,  var_sum ← f·var_sum + m/(m-1)·var
 
     with ``f = moving_average_fraction``.
+
+    Args:
+        axis: the channel axis in this tensor's layout.
+        eps, moving_average_fraction, use_global_stats: Caffe's ``batch_norm_param``.
     """
 
     def __init__(self, axis=-1, eps=1e-5, moving_average_fraction=0.999, use_global_stats=None, **kwargs):
@@ -168,7 +181,11 @@ class BatchNorm(ShapePreserving):
 @register
 class BatchStatsNorm(ShapePreserving):
     """SegNet/ENet BN in LEARN mode, which normalises by the statistics of the batch it is given,
-    even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W."""
+    even at test time: ``y = scale * (x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) + shift`` over N, H, W.
+
+    Args:
+        eps: the fork's ``bn_param.eps``.
+    """
 
     def __init__(self, eps=1e-9, **kwargs):
         super().__init__(**kwargs)
@@ -192,7 +209,11 @@ class BatchStatsNorm(ShapePreserving):
 class Normalize(ShapePreserving):
     """SSD's Normalize (NHWC): ``y = x / sqrt(sum x^2 + eps) * scale``, the sum over the channels
     of each pixel, or over the whole sample with ``across_spatial``; one scale for all channels
-    with ``channel_shared``."""
+    with ``channel_shared``.
+
+    Args:
+        across_spatial, channel_shared, eps: SSD's ``norm_param``.
+    """
 
     def __init__(self, across_spatial=True, channel_shared=True, eps=1e-10, **kwargs):
         super().__init__(**kwargs)
@@ -222,7 +243,12 @@ class Normalize(ShapePreserving):
 class ChannelAffine(ShapePreserving):
     """Caffe Scale and Bias with learned parameters: ``y = x * scale + bias`` broadcast over the
     axes the parameter does not span. ``param_shape`` is the parameter's broadcast shape in this
-    tensor's layout, without the batch axis."""
+    tensor's layout, without the batch axis.
+
+    Args:
+        param_shape: the parameter's broadcast shape, without the batch axis.
+        use_scale, use_bias: which of ``scale`` and ``bias`` the layer holds.
+    """
 
     def __init__(self, param_shape, use_scale=True, use_bias=True, **kwargs):
         super().__init__(**kwargs)
@@ -256,7 +282,13 @@ class ChannelAffine(ShapePreserving):
 class BroadcastOp(keras.layers.Layer):
     """Caffe Scale/Bias by a second bottom: ``y = x * b`` (or ``x + b``) where ``b`` spans some
     axes of ``x``. ``perm`` reorders ``b`` into ``x``'s axis order and ``shape`` (with batch,
-    -1 for a batch axis) inserts the broadcast axes."""
+    -1 for a batch axis) inserts the broadcast axes.
+
+    Args:
+        op: ``"mul"`` (Scale) or ``"add"`` (Bias).
+        perm: the axis order taking ``b`` into ``x``'s.
+        shape: ``b``'s shape with the broadcast axes inserted.
+    """
 
     def __init__(self, op, perm, shape, **kwargs):
         super().__init__(**kwargs)

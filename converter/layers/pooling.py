@@ -24,6 +24,12 @@ class CaffePooling2D(keras.layers.Layer):
     ``input_hw``/``output_hw`` are free: the pads, the output size (Caffe's ``ceil`` and its
     rule dropping a window that starts in the padding) and the divisors follow the input's size
     when the model runs.
+
+    Args:
+        pool: ``"max"`` or ``"ave"``.
+        kernel, stride, pad: (h, w) pairs, Caffe's.
+        input_hw, output_hw: the input's and Caffe's output (h, w), None along a free axis.
+        ceil: Caffe's ceil rounding of the output size (``round_mode: FLOOR`` is False).
     """
 
     def __init__(self, pool, kernel, stride, pad, input_hw, output_hw, ceil=True, **kwargs):
@@ -120,7 +126,12 @@ class CaffePooling2D(keras.layers.Layer):
 @register
 class MaxPoolingWithMask(keras.layers.Layer):
     """Caffe MAX pooling (NHWC) that also returns its argmax mask: for each window the flat index
-    ``h * W + w`` in the input plane of the first maximum in row-major scan order, as a float."""
+    ``h * W + w`` in the input plane of the first maximum in row-major scan order, as a float.
+
+    Args:
+        kernel, stride, pad: (h, w) pairs, Caffe's.
+        input_hw, output_hw: the input's and the output's (h, w).
+    """
 
     def __init__(self, kernel, stride, pad, input_hw, output_hw, **kwargs):
         super().__init__(**kwargs)
@@ -169,7 +180,12 @@ class MaxPoolingWithMask(keras.layers.Layer):
 class MaxUnpool(keras.layers.Layer):
     """SegNet's Upsample (NHWC): a zero map of ``output_hw`` where each input value is written at
     the flat position ``h * W_out + w`` its mask holds. Windows must not overlap (each position
-    written at most once), which the translator checks."""
+    written at most once), which the translator checks.
+
+    Args:
+        output_hw: the output's (h, w): the fork's ``upsample_h``/``upsample_w`` or ``scale`` times the
+            input's.
+    """
 
     def __init__(self, output_hw, **kwargs):
         super().__init__(**kwargs)

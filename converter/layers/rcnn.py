@@ -113,6 +113,13 @@ class Proposal(keras.layers.Layer):
 
     Outputs: rois (rows, 5) [0, x1, y1, x2, y2], their scores (rows, 1), both padded with -1 after
     the proposals, and the number of proposals (1,) int32.
+
+    Args:
+        feat_stride, base_size, ratios, scales: the anchors: py-faster-rcnn's ``param_str`` or the Proposal
+            type's ``proposal_param``.
+        pre_nms_top_n, nms_thresh, min_size: py-faster-rcnn's TEST settings (6000, 0.7, 16) or
+            ``proposal_param``'s.
+        rows: the rois' rows: ``post_nms_top_n`` (300), fewer when fewer anchors are candidates.
     """
 
     def __init__(self, feat_stride, base_size, ratios, scales, pre_nms_top_n, nms_thresh, min_size, rows, **kwargs):
@@ -224,6 +231,9 @@ class ROIPooling(keras.layers.Layer):
 
     The max over any rectangle is the max of four (overlapping) power-of-two rectangles that
     cover it, read from a table of such maxima: a few gathers per bin instead of a scan.
+
+    Args:
+        pooled_h, pooled_w, spatial_scale: Caffe's ``roi_pooling_param``.
     """
 
     def __init__(self, pooled_h, pooled_w, spatial_scale, **kwargs):
@@ -301,6 +311,9 @@ class PSROIPooling(keras.layers.Layer):
     empty. Output (R, G, G, output_dim).
 
     The sums are mask products (einsum), the division by the cell count Caffe's.
+
+    Args:
+        output_dim, group_size, spatial_scale: the fork's ``psroi_pooling_param``.
     """
 
     def __init__(self, output_dim, group_size, spatial_scale, **kwargs):

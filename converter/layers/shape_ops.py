@@ -11,7 +11,12 @@ from .base import ShapePreserving, register
 
 @register
 class SliceAxis(keras.layers.Layer):
-    """Caffe Slice: cuts ``axis`` at ``bounds`` into several outputs."""
+    """Caffe Slice: cuts ``axis`` at ``bounds`` into several outputs.
+
+    Args:
+        axis: the axis cut, in this tensor's layout.
+        bounds: 0, Caffe's slice points, then the axis' size.
+    """
 
     def __init__(self, axis, bounds, **kwargs):
         super().__init__(**kwargs)
@@ -42,7 +47,12 @@ class SliceAxis(keras.layers.Layer):
 class Crop(keras.layers.Layer):
     """Caffe Crop: ``x[begin : begin + size]`` on the axes it names (None: the whole axis; -1:
     the size the reference, the second input, held in ``x``'s layout, has there when the model
-    runs, for a free size)."""
+    runs, for a free size).
+
+    Args:
+        begin: the first index per axis (batch included).
+        size: the length per axis: None, -1 or a size.
+    """
 
     def __init__(self, begin, size, **kwargs):
         super().__init__(**kwargs)
@@ -70,7 +80,11 @@ class Crop(keras.layers.Layer):
 @register
 class Reshape(keras.layers.Layer):
     """A reshape that may change the batch axis (Caffe Reshape and Flatten can): ``shape``
-    includes the batch axis, -1 where it is inferred."""
+    includes the batch axis, -1 where it is inferred.
+
+    Args:
+        shape: the output's shape, batch axis included.
+    """
 
     def __init__(self, shape, **kwargs):
         super().__init__(**kwargs)
@@ -88,7 +102,11 @@ class Reshape(keras.layers.Layer):
 
 @register
 class Tile(keras.layers.Layer):
-    """Caffe Tile: repeats the whole blob ``repeats[i]`` times along each axis."""
+    """Caffe Tile: repeats the whole blob ``repeats[i]`` times along each axis.
+
+    Args:
+        repeats: per axis (batch included): Caffe's ``tiles`` on its axis, 1 elsewhere.
+    """
 
     def __init__(self, repeats, **kwargs):
         super().__init__(**kwargs)
@@ -106,7 +124,11 @@ class Tile(keras.layers.Layer):
 
 @register
 class Eltwise(keras.layers.Layer):
-    """Caffe Eltwise SUM with coefficients: ``y = sum_i coeff_i * x_i``."""
+    """Caffe Eltwise SUM with coefficients: ``y = sum_i coeff_i * x_i``.
+
+    Args:
+        coeff: Caffe's ``eltwise_param.coeff``, one per input.
+    """
 
     def __init__(self, coeff, **kwargs):
         super().__init__(**kwargs)
@@ -140,7 +162,13 @@ class Axpy(keras.layers.Layer):
 
 @register
 class Reduction(keras.layers.Layer):
-    """Caffe Reduction over ``axes``: SUM, ASUM, SUMSQ or MEAN, times ``coeff``."""
+    """Caffe Reduction over ``axes``: SUM, ASUM, SUMSQ or MEAN, times ``coeff``.
+
+    Args:
+        operation: ``"SUM"``, ``"ASUM"``, ``"SUMSQ"`` or ``"MEAN"``.
+        axes: the axes reduced (Caffe's ``axis`` and every one after it).
+        coeff: Caffe's ``coeff``.
+    """
 
     def __init__(self, operation, axes, coeff=1.0, **kwargs):
         super().__init__(**kwargs)
@@ -172,6 +200,10 @@ class ArgMax(keras.layers.Layer):
 
     Caffe sorts (value, index) pairs in descending order, so among equal values the larger
     index comes first; ``top_k`` prefers the smaller, so it runs on the reversed axis.
+
+    Args:
+        axis, top_k, out_max_val: Caffe's ``argmax_param`` (axis in this tensor's layout, or None).
+        rank: the bottom's rank.
     """
 
     def __init__(self, axis=None, top_k=1, out_max_val=False, rank=3, **kwargs):
@@ -218,7 +250,12 @@ class ArgMax(keras.layers.Layer):
 
 @register
 class ConstantPad(keras.layers.Layer):
-    """Spatial padding (NHWC) with a constant: ``pads`` is ((top, bottom), (left, right))."""
+    """Spatial padding (NHWC) with a constant: ``pads`` is ((top, bottom), (left, right)).
+
+    Args:
+        pads: ((top, bottom), (left, right)).
+        value: the padding value.
+    """
 
     def __init__(self, pads, value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -240,7 +277,11 @@ class ConstantPad(keras.layers.Layer):
 @register
 class PixelShuffle(keras.layers.Layer):
     """Depth to space (NHWC) in Caffe/PyTorch channel order: output channel ``c`` at offset
-    ``(i, j)`` of each ``r x r`` block is input channel ``c * r * r + i * r + j``."""
+    ``(i, j)`` of each ``r x r`` block is input channel ``c * r * r + i * r + j``.
+
+    Args:
+        factor: the upscale factor ``r``.
+    """
 
     def __init__(self, factor, **kwargs):
         super().__init__(**kwargs)
@@ -265,7 +306,11 @@ class PixelShuffle(keras.layers.Layer):
 @register
 class ShuffleChannel(ShapePreserving):
     """ShuffleNet's channel shuffle (NHWC): channels seen as (group, C/group) are transposed, so
-    output channel ``j * group + g`` is input channel ``g * C/group + j``."""
+    output channel ``j * group + g`` is input channel ``g * C/group + j``.
+
+    Args:
+        group: the fork's ``shuffle_channel_param.group``.
+    """
 
     def __init__(self, group, **kwargs):
         super().__init__(**kwargs)
@@ -284,7 +329,13 @@ class ShuffleChannel(ShapePreserving):
 class Reorg(keras.layers.Layer):
     """Darknet's reorg (YOLO v2 passthrough), in Caffe's (C, H, W) order: the output buffer is
     the input buffer read as (C / s^2, H * s, W * s) and gathered with darknet's index formula,
-    which is not a plain space-to-depth."""
+    which is not a plain space-to-depth.
+
+    Args:
+        stride: darknet's stride.
+        reverse: darknet's forward flag (the fork's ``reverse``).
+        input_chw: the input's (C, H, W).
+    """
 
     def __init__(self, stride, reverse=False, input_chw=None, **kwargs):
         super().__init__(**kwargs)
