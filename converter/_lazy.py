@@ -37,7 +37,14 @@ layers = LazyModule(f"{__package__}.layers")
 preprocess = LazyModule(f"{__package__}.preprocess")
 
 
-def register_keras_objects():
+def register_keras_objects(layers_complete=False):
+    """Import the modules defining our Keras objects. When Keras is being loaded by
+    ``caffe2keras.layers`` itself (``import caffe2keras.layers`` before Keras), the other modules
+    would import names the half-run package has not defined yet: the package calls this again
+    at its end (``layers_complete``)."""
+    package = sys.modules.get(f"{__package__}.layers")
+    if not layers_complete and package is not None and getattr(package.__spec__, "_initializing", False):
+        return
     for name in KERAS_OBJECT_MODULES:
         importlib.import_module(f"{__package__}.{name}")
 

@@ -97,7 +97,12 @@ def saved(tmp_path_factory):
     return paths, tmp / "x.npy", tmp / "y.npz"
 
 
-@pytest.mark.parametrize("imports", ["import caffe2keras\nimport keras", "import keras\nimport caffe2keras"])
+@pytest.mark.parametrize("imports", [
+    "import caffe2keras\nimport keras",
+    "import keras\nimport caffe2keras",
+    # Keras loaded by the custom layers' own package: the registration waits for the package
+    "import caffe2keras.layers.rcnn\nimport keras",
+])
 def test_safe_mode_load_after_import_in_either_order(saved, imports):
     paths, x, y = saved
     result = fresh_python(LOAD.replace("{imports}", imports), x, y, paths[".keras"], paths[".h5"])

@@ -7,6 +7,7 @@ for serialisation so converted models load with ``safe_mode=True`` after ``impor
 Tensors are in the converter's layout (4-D NHWC unless a layer says otherwise).
 """
 
+from .. import _lazy
 from .base import ShapePreserving, register
 from .activations import (
     Power, Exp, Log, AbsVal, NegativeSlopeReLU, Threshold, Clip, Swish, HardSigmoid, HardSwish, UnscaledDropout,
@@ -32,3 +33,6 @@ __all__ = [
     "greedy_nms", "PriorBox", "DetectionOutput", "YoloDetectionOutput", "Yolov3DetectionOutput", "Proposal",
     "ROIPooling", "PSROIPooling",
 ]
+
+# Keras may have been loaded by this package's own import: the registration it started waited for us.
+_lazy.register_keras_objects(layers_complete=True)
