@@ -21,8 +21,6 @@ An outcome's ``status`` is one of:
   channel), or computed from such a tensor: no implementation in float32
   is bound to agree there, so it is counted apart, with the evidence. Any other differing tensor
   of the net makes it a mismatch;
-- ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
-  (``generate.PENDING``; the detail names it), found by its layer and conditions.
 
 ``signature`` says what failed (status and the failing layer's type); the shrinker keeps it.
 """
@@ -210,25 +208,6 @@ def compare(net, result, prototxt, caffemodel):
         outcome.status = "unstable"
         outcome.layer, outcome.layer_type = layer["name"], layer["type"]
         outcome.detail = f"{message}; {why}" + (f" (+{downstream} tensors computed from it)" if downstream else "")
-    return _mark_pending(outcome, result)
-
-
-def _mark_pending(outcome, result):
-    """Mark a failure that is one of the slips someone else is fixing (generate.PENDING)."""
-    if outcome.status not in ("mismatch", "converter_refused", "unstable"):
-        return outcome
-    slip = None
-    if outcome.layer_type == "outputs":
-        inputs = {i.name for i in outcome.net.inputs}
-        if inputs & set(result.outputs):
-            slip = "unread_input" if any(i in result.inputs for i in result.outputs) else "inplace_input"
-    if slip is not None:
-        outcome.status = "pending"
-        outcome.detail = f"{generate.PENDING[slip]}: {outcome.detail}"
-    elif outcome.net.pending:
-        # Downstream of a pending slip: which one, the net says.
-        outcome.status = "pending"
-        outcome.detail = f"in a net with {', '.join(sorted(outcome.net.pending))}: {outcome.detail}"
     return outcome
 
 
@@ -438,7 +417,7 @@ class Tally:
         why = ", ".join(f"{t} {k}" for t, k in sorted(self.unstable.items()))
         return (f"nets {self.nets} | caffe-refused {c.get('caffe_refused', 0)} | "
                 f"converter-refused {c.get('converter_refused', 0)} | mismatches {c.get('mismatch', 0)} | "
-                f"unstable {c.get('unstable', 0)}{f' ({why})' if why else ''} | pending slips {c.get('pending', 0)} | "
+                f"unstable {c.get('unstable', 0)}{f' ({why})' if why else ''} | "
                 f"deliberate refusals {c.get('refused_deliberately', 0)} | "
                 f"generator shape slips {len(self.generator_notes)} | max rel err (passing nets) {self.max_rel:.2g} | "
                 f"largest |caffe| {self.largest:.3g} ({self.largest_net or '-'}) | "
