@@ -120,6 +120,17 @@ def _batch_norm_net():
     ])
 
 
+def _argmax_net():
+    """ArgMax over each item (no axis); item 0's two largest values are a float32 ulp apart."""
+    x = np.random.default_rng(8).uniform(-1.0, 1.0, (2, 3, 2, 2)).astype(np.float32)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 3.0, np.nextafter(np.float32(3.0), np.float32(0.0))
+    x[1, 1, 0, 1] = 3.0  # a clear maximum
+    return generate.Net("argmax_control", [generate.Input("data", x.shape, ("array", x))], [
+        generate.Layer("pre", "Power", ["data"], ["pre"]),
+        generate.Layer("argmax", "ArgMax", ["pre"], ["argmax"]),
+    ])
+
+
 # The converter's pooling bottom a rounding above the tie: it may pick the second of the two.
 _DRIFT = {("pre", 0): _set((0, 0, 0, 1), add=1e-6), ("pool", 1): _set((0, 0, 0, 0), 1.0)}
 
@@ -140,6 +151,10 @@ _DRIFT = {("pre", 0): _set((0, 0, 0, 1), add=1e-6), ("pool", 1): _set((0, 0, 0, 
     (_pooling_net, {("pool", 1): _set((0, 0, 0, 0), 1.0)}, ("mismatch", "pool")),
     # a mask pointing away from a clear maximum
     (_pooling_net, {("pool", 1): _set((0, 1, 0, 0), 1.0)}, ("mismatch", "pool")),
+    # the converter's bottom a rounding off: the two values tie and the larger index goes first
+    (_argmax_net, {("pre", 0): _set((0, 0, 0, 1), 3.0), ("argmax", 0): _set((0, 0, 0, 0), 1.0)},
+     ("unstable", "argmax")),
+    (_argmax_net, {("argmax", 0): _set((1, 0, 0, 0), 0.0)}, ("mismatch", "argmax")),
     # a constant channel normalised: the rounding of its mean, over sqrt(eps)
     (_batch_norm_net, {("bn", 0): _set((1, 0, 2, 3), add=5e-4)}, ("unstable", "bn")),
     (_batch_norm_net, {("bn", 0): _set((1, 1, 2, 3), add=5e-4)}, ("mismatch", "bn")),
