@@ -17,8 +17,6 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--start", type=int, default=0, help="index of the first net")
     parser.add_argument("--max-layers", type=int, default=14)
-    parser.add_argument("--pending", action="store_true",
-                        help="also generate the nets of slips other engineers are fixing (generate.PENDING)")
     parser.add_argument("--save", metavar="DIR", help="write each failing net to DIR/<net>/")
     parser.add_argument("--shrink", metavar="DIR",
                         help="shrink each mismatch and write it as a golden fixture under DIR/<name>/")
@@ -38,7 +36,7 @@ def main(argv=None):
         if outcome.status != "ok" and args.save:
             save_failure(outcome, args.save)
 
-    generator = Generator(args.seed, pending=args.pending, max_layers=args.max_layers)
+    generator = Generator(args.seed, max_layers=args.max_layers)
     tally = run_many(generator, args.n, start=args.start, report=report)
     if args.shrink:
         from .shrink import shrink_and_save

@@ -8,9 +8,6 @@ about each top's shape is recorded (``Net.shapes``) and checked against Caffe's 
 Values are kept where float32 is well-conditioned: every blob carries a rough bound on its
 magnitude and its sign, so Exp sees a bounded argument, Log and fractional Powers a positive one,
 Embed integer indices, and blobs that have grown large are squashed before they grow further.
-
-``PENDING`` names slips another engineer is fixing (output naming, issue 9 §3); by default nets
-that would only show those are not generated, ``pending=True`` generates them too.
 """
 
 import math
@@ -18,12 +15,6 @@ import random
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-
-# Slips of issue 9 §3 someone else is fixing: the generator avoids them unless asked.
-PENDING = {
-    "unread_input": "an Input blob no layer reads is a Caffe output (names)",
-    "inplace_input": "an in-place layer on an Input blob (names)",
-}
 
 # Fields whose default differs between Caffe forks (SSD: clip false; the oracle's fork: true): always
 # written out, and never dropped by the shrinker.
@@ -82,7 +73,6 @@ class Net:
     legacy: bool = False  # written in the V1 format (``layers`` with enum types)
     seed: int = 0  # of the weights (Caffe's --randomize) and of the input values
     shapes: dict = field(default_factory=dict)  # (layer, top) -> the shape this module expects
-    pending: set = field(default_factory=set)  # the PENDING slips this net may show
 
     def prototxt(self):
         return render(self)
@@ -199,14 +189,13 @@ def sigmoid(x):
 class Generator:
     """Makes nets from one seed: ``Generator(seed).net(i)`` is the same net every time."""
 
-    def __init__(self, seed=0, pending=False, max_layers=14):
+    def __init__(self, seed=0, max_layers=14):
         self.seed = seed
-        self.pending = pending
         self.max_layers = max_layers
 
     def net(self, index):
         seed = (self.seed * 1_000_003 + index) % 2**31
-        builder = _Builder(random.Random(seed), seed, self.pending, self.max_layers)
+        builder = _Builder(random.Random(seed), seed, self.max_layers)
         return builder.build(f"diff_{self.seed}_{index}")
 
 
@@ -235,17 +224,15 @@ PREFIX = {
 
 
 class _Builder:
-    def __init__(self, rng, seed, pending, max_layers):
+    def __init__(self, rng, seed, max_layers):
         self.rng = rng
         self.seed = seed
-        self.pending = pending
         self.max_layers = max_layers
         self.blobs = {}  # name -> Blob, the current version of each Caffe blob name
         self.layers = []
         self.shapes = {}
         self.inputs = []
         self.serial = 0
-        self.pending_used = set()
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -297,13 +284,7 @@ class _Builder:
         # layer's bottom, not its top: in place is only valid for a version's sole reader.
         # (Writing a Split top or a Reshape view in place also changes the blobs sharing its
         # memory: valid, and generated.)
-        if bottom.reads or (bottom.is_input and not self.pending):
-            return False
-        if self.rng.random() >= 0.35:
-            return False
-        if bottom.is_input:
-            self.pending_used.add("inplace_input")
-        return True
+        return not bottom.reads and self.rng.random() < 0.35
 
     def pick(self, ok=lambda b: True, mag_limit=SQUASH_ABOVE):
         candidates = [b for b in self.blobs.values() if ok(b) and b.mag <= mag_limit and not b.index]
@@ -352,11 +333,8 @@ class _Builder:
             getattr(self, "gen_" + kind)()
         for inp in self.inputs:
             blob = self.blobs[inp.name]
-            if blob.is_input and blob.reads == 0:
-                if self.pending:
-                    self.pending_used.add("unread_input")
-                else:
-                    self.squash(blob, force="TanH")
+            if blob.is_input and blob.reads == 0 and rng.random() < 0.5:
+                self.squash(blob, force="TanH")  # else an output of the net (Caffe's net.outputs)
         style = "layer"
         if rng.random() < 0.3 or legacy:  # V1 nets declare their inputs in the net's header
             style = "input_dim" if all(len(i.shape) == 4 for i in self.inputs) and rng.random() < 0.5 else "input_shape"
@@ -369,7 +347,7 @@ class _Builder:
         expressible = all(layer.type in V1_NAMES and not (layer.type == "Flatten" and layer.params)
                           for layer in self.layers)
         legacy = expressible and (legacy or style != "layer" and rng.random() < 0.3)
-        return Net(name, self.inputs, self.layers, style, weights, legacy, self.seed, self.shapes, self.pending_used)
+        return Net(name, self.inputs, self.layers, style, weights, legacy, self.seed, self.shapes)
 
     def new_input(self, name, batch):
         rng = self.rng

@@ -21,8 +21,6 @@ An outcome's ``status`` is one of:
   channel), or computed from such a tensor: no implementation in float32
   is bound to agree there, so it is counted apart, with the evidence. Any other differing tensor
   of the net makes it a mismatch;
-- ``pending``: a mismatch or refusal that is one of the slips other engineers are fixing
-  (``generate.PENDING``; the detail names it), found by its layer and conditions.
 
 ``signature`` says what failed (status and the failing layer's type); the shrinker keeps it.
 """
@@ -210,25 +208,6 @@ def compare(net, result, prototxt, caffemodel):
         outcome.status = "unstable"
         outcome.layer, outcome.layer_type = layer["name"], layer["type"]
         outcome.detail = f"{message}; {why}" + (f" (+{downstream} tensors computed from it)" if downstream else "")
-    return _mark_pending(outcome, result)
-
-
-def _mark_pending(outcome, result):
-    """Mark a failure that is one of the slips someone else is fixing (generate.PENDING)."""
-    if outcome.status not in ("mismatch", "converter_refused", "unstable"):
-        return outcome
-    slip = None
-    if outcome.layer_type == "outputs":
-        inputs = {i.name for i in outcome.net.inputs}
-        if inputs & set(result.outputs):
-            slip = "unread_input" if any(i in result.inputs for i in result.outputs) else "inplace_input"
-    if slip is not None:
-        outcome.status = "pending"
-        outcome.detail = f"{generate.PENDING[slip]}: {outcome.detail}"
-    elif outcome.net.pending:
-        # Downstream of a pending slip: which one, the net says.
-        outcome.status = "pending"
-        outcome.detail = f"in a net with {', '.join(sorted(outcome.net.pending))}: {outcome.detail}"
     return outcome
 
 
@@ -334,24 +313,40 @@ def _unstable(layer, top, caffe_values, by_id, node, result):
         t = p.threshold_param.threshold
         if np.all(np.abs(x - t)[wrong] <= slack[wrong]):
             return f"Threshold input within rounding of {t} at {int(wrong.sum())} position(s)"
-    if layer["type"] == "ArgMax" and p.argmax_param.HasField("axis") and not p.argmax_param.out_max_val:
-        # Indices along the axis: the order of the top k + 1 values decides them.
-        axis = p.argmax_param.axis % x.ndim
-        k = p.argmax_param.top_k
-        if x.shape[axis] <= k:
+    if layer["type"] == "ArgMax":
+        # Excused when the converter's indices are Caffe's rule (value, then larger index, first)
+        # applied to the converter's own bottom, and Caffe's values at them are, rank by rank,
+        # within rounding of Caffe's values at its own: only rounding reordered them.
+        q, k = p.argmax_param, p.argmax_param.top_k
+        if q.HasField("axis"):
+            if q.out_max_val:
+                return None  # the values alone: well-conditioned
+
+            def along(a):
+                return np.moveaxis(a, q.axis % x.ndim, -1)
+
+            caffe_index, ours_index = along(expected), along(ours)
+        else:
+            # (N, 1 or 2, k, 1, ...) over each item's values: indices, then the values, which must match.
+            if q.out_max_val and wrong[:, 1].any():
+                return None
+
+            def along(a):
+                return a.reshape(a.shape[0], -1)
+
+            caffe_index, ours_index = along(expected[:, 0]), along(ours[:, 0])
+        values, ours_values = along(x), along(ours_x)
+        size = values.shape[-1]
+        caffe_index, ours_index = np.rint(caffe_index).astype(int), np.rint(ours_index).astype(int)
+        if ours_index.min() < 0 or ours_index.max() >= size:
             return None
-
-        def gaps(values):
-            ordered = -np.sort(-np.moveaxis(values, axis, -1), axis=-1)
-            return np.min(ordered[..., :k] - ordered[..., 1 : k + 1], axis=-1)
-
-        caffe_gaps, ours_gaps = gaps(x), gaps(ours_x)
-        near = np.moveaxis(slack, axis, -1).max(axis=-1)
-        at = np.moveaxis(wrong, axis, -1).any(axis=-1)
-        # Values equal in Caffe's bottom and in the converter's are no excuse: Caffe's tie order holds.
-        ill = (caffe_gaps <= near) & ~((caffe_gaps == 0) & (ours_gaps == 0))
-        if np.all(ill[at]):
-            return f"ArgMax candidates within rounding of each other at {int(at.sum())} position(s)"
+        positions = np.broadcast_to(np.arange(size), values.shape)
+        rule = np.lexsort((-positions, -ours_values), axis=-1)[..., :k]
+        if not np.array_equal(rule, ours_index):
+            return None  # the converter's own order is not Caffe's rule
+        gap = np.abs(np.take_along_axis(values, caffe_index, -1) - np.take_along_axis(values, ours_index, -1))
+        if np.all(gap <= along(slack).max(axis=-1, keepdims=True)):
+            return f"ArgMax candidates within rounding of each other at {int(along(wrong).any(axis=-1).sum())} position(s)"
     if layer["type"] == "Pooling" and index == 1 and x.ndim == 4:
         # The MAX mask (the pooled values themselves are well-conditioned and must match).
         plane = x.reshape(x.shape[0], x.shape[1], -1)
@@ -438,7 +433,7 @@ class Tally:
         why = ", ".join(f"{t} {k}" for t, k in sorted(self.unstable.items()))
         return (f"nets {self.nets} | caffe-refused {c.get('caffe_refused', 0)} | "
                 f"converter-refused {c.get('converter_refused', 0)} | mismatches {c.get('mismatch', 0)} | "
-                f"unstable {c.get('unstable', 0)}{f' ({why})' if why else ''} | pending slips {c.get('pending', 0)} | "
+                f"unstable {c.get('unstable', 0)}{f' ({why})' if why else ''} | "
                 f"deliberate refusals {c.get('refused_deliberately', 0)} | "
                 f"generator shape slips {len(self.generator_notes)} | max rel err (passing nets) {self.max_rel:.2g} | "
                 f"largest |caffe| {self.largest:.3g} ({self.largest_net or '-'}) | "
