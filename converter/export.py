@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import keras_archive
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
 SAVEDMODEL = "savedmodel"
@@ -452,7 +452,9 @@ def _write_through_tensorflow(model, tmp, fmt, options):
         report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
         if report and not report["internal"]:
             raise ConversionError(report["error"])
-        detail = report["error"] if report else " ".join(child.stderr.split())[-300:]
+        # Without a report the child died before catching anything: its last line says why.
+        last = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        detail = report["error"] if report else clip(last[0], 300)
         raise RuntimeError(f"the TensorFlow process writing the .{fmt} failed: {detail}")
 
 
@@ -474,7 +476,7 @@ def tensorflow_child():
         print(json.dumps({"error": str(err), "internal": isinstance(err, InternalError)}))
         sys.exit(2)
     except Exception as err:
-        print(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}", "internal": True}))
+        print(json.dumps({"error": f"{type(err).__name__}: {clip(err, 300)}", "internal": True}))
         sys.exit(1)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import depth
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 RTOL = 1e-4
 # OpenCV's words for a layer type it does not have.
@@ -379,9 +379,17 @@ def _opencv_forward(cv2, graph, caffemodel_path, prototxt_path, inputs, names):
         except cv2.error as err:
             found = CANNOT_CREATE.search(str(err))
             if found is None or found.group(1) in without:
-                raise ConversionError(f"OpenCV failed to run this network ({' '.join(str(err).split())[-200:]})",
+                raise ConversionError(f"OpenCV failed to run this network ({_opencv_problem(err)})",
                                       file=prototxt_path) from None
             without.add(found.group(1))
+
+
+def _opencv_problem(err):
+    """OpenCV's message without the source file and line it starts with (``OpenCV(4.x)
+    /io/opencv/…/caffe_importer.cpp:568: error: (-5:Bad argument) …``): what went wrong."""
+    text = " ".join(str(err).split())
+    _, found, problem = text.partition(": error: ")
+    return clip(problem if found else text, 200)
 
 
 def _opencv_net(cv2, text, caffemodel_path, prototxt_path):
@@ -393,7 +401,7 @@ def _opencv_net(cv2, text, caffemodel_path, prototxt_path):
         try:
             net = cv2.dnn.readNetFromCaffe(str(mapped), str(caffemodel_path))
         except cv2.error as err:
-            raise ConversionError(f"OpenCV cannot load this network ({' '.join(str(err).split())[-200:]})",
+            raise ConversionError(f"OpenCV cannot load this network ({_opencv_problem(err)})",
                                   file=prototxt_path) from None
     net.enableFusion(False)
     net.enableWinograd(False)

@@ -201,6 +201,68 @@ def test_an_internal_error_is_one_line_cut_between_words(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def whole_words_of(full, shown):
+    """``shown`` is ``full`` whole or cut after a whole word and marked with ``…``."""
+    full = " ".join(full.split())
+    if shown == full:
+        return True
+    kept = shown.removesuffix(" …")
+    return shown.endswith(" …") and full.startswith(kept) and full[len(kept):][:1] in (" ", ",", ";", ":")
+
+
+def test_a_model_that_cannot_be_loaded_is_named_in_whole_words(tmp_path):
+    """predict/verify quote the runtime's own error: cut between words (was: at 200 characters)."""
+    import tensorflow as tf
+
+    folder = tmp_path / ("savedmodel_" + "x" * 150)
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x07" * 64)
+    with pytest.raises(Exception) as raised:
+        tf.saved_model.load(str(folder))
+    image = tmp_path / "x.png"
+    tf.io.write_file(str(image), tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)))
+    result = run("predict", folder, image)
+    assert result.exit_code == EXIT_BAD_INPUT
+    (line,) = stderr_lines(result)
+    quoted = line.split("with a serving_default signature (", 1)[1].removesuffix(")")
+    assert len(" ".join(str(raised.value).split())) > 200 and whole_words_of(str(raised.value), quoted), line
+
+
+def test_opencvs_message_is_quoted_in_whole_words_without_its_source_line(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    model = tmp_path / "m.keras"
+    assert run(PROTOTXT, CAFFEMODEL, "-o", model, "-q").exit_code == 0
+    problem = "(-5:Bad argument) Duplicate blobs produced by multiple sources " * 5 + "in function 'addOutput'"
+    message = f"OpenCV(4.14.0) /io/opencv/modules/dnn/src/caffe/caffe_importer.cpp:568: error: {problem}\n"
+
+    def refuse(*args):
+        raise cv2.error(message)
+
+    monkeypatch.setattr(cv2.dnn, "readNetFromCaffe", refuse)
+    result = run("verify", PROTOTXT, CAFFEMODEL, model)
+    assert result.exit_code == EXIT_BAD_INPUT
+    (line,) = stderr_lines(result)
+    quoted = line.split("OpenCV cannot load this network (", 1)[1].removesuffix(")")
+    assert quoted.startswith("(-5:Bad argument) Duplicate") and whole_words_of(problem, quoted), line
+
+
+def test_the_tensorflow_exporters_error_is_reported_in_whole_words(tmp_path, monkeypatch, capsys):
+    """The process that writes TensorFlow's formats for another backend reports its failure as
+    JSON; the error in it is cut between words too (was: at 300 characters)."""
+    from caffe2keras import export
+
+    source = tmp_path / ("model_" + "y" * 300 + ".keras")  # no such file: Keras' message quotes the path
+    with pytest.raises(Exception) as raised:
+        keras.models.load_model(source, safe_mode=True, compile=False)
+    monkeypatch.setattr("sys.argv", ["child", str(source), str(tmp_path / "m.tflite"), "tflite", "{}"])
+    with pytest.raises(SystemExit) as exited:
+        export.tensorflow_child()
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exited.value.code == 1 and report["internal"]
+    name, _, shown = report["error"].partition(": ")
+    assert name == type(raised.value).__name__ and len(str(raised.value)) > 300
+    assert whole_words_of(str(raised.value), shown), report
+
 # --- convert's stages and summary ----------------------------------------------------------
 
 STAGES = ("parse", "shapes", "read weights", "build", "save")
