@@ -102,6 +102,22 @@ def test_api_bakes_preprocessing_in_like_the_command_line(tmp_path):
     assert np.abs(np.asarray(negative(pixels)) - lenet_prob()).max() > 1e-2
 
 
+def test_api_rgb_input_swaps_channels_like_the_command_line(tmp_path):
+    """rgb_input=True: the model takes RGB pixels and feeds Caffe's net BGR, minus the mean."""
+    net = GOLDEN / "zoo" / "cifar10_quick"
+    expected = np.load(net / "expected.npz")
+    mean = (104.0, 117.0, 123.0)
+    bgr = expected["input/data"].transpose(0, 2, 3, 1) + np.array(mean, np.float32)
+    model = caffe2keras.convert(net / "deploy.prototxt", net / "weights.caffemodel", mean=mean, rgb_input=True)
+    assert_close(model(bgr[..., ::-1].copy()), expected["layer/prob/prob"], "prob of RGB pixels")
+    result = run(net / "deploy.prototxt", net / "weights.caffemodel", "-o", tmp_path / "cli.keras", "--mean",
+                 "104,117,123", "--rgb-input", "-q")
+    assert result.exit_code == 0, result.output
+    cli_model = keras.models.load_model(tmp_path / "cli.keras", safe_mode=True)
+    np.testing.assert_array_equal(cli_model(bgr[..., ::-1].copy()), model(bgr[..., ::-1].copy()))
+    assert np.abs(np.asarray(model(bgr)) - expected["layer/prob/prob"]).max() > 1e-3  # BGR given: another answer
+
+
 def test_api_save_picks_the_format_by_the_path_and_keeps_existing_files(tmp_path):
     model = caffe2keras.convert(PROTOTXT, CAFFEMODEL)
     assert api.save(model, tmp_path / "m.h5") == "h5"
