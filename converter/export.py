@@ -380,10 +380,8 @@ def _write(model, tmp, fmt, **options):
     elif fmt == SAVEDMODEL:
         write_savedmodel(model, tmp)
     elif fmt == "onnx":
-        check_memory(model, fmt)
         write_onnx(model, tmp, **options)
     else:
-        check_memory(model, fmt)
         data = tflite_bytes(model, **options)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -404,15 +402,22 @@ def _save_h5(model, path):
         save_model_to_hdf5(model, f)
 
 
-def check_memory(model, fmt):
-    """Refuse, before starting, a writer that would need more memory than the system has free
-    (TFLite's converter holds many copies of the weights: killed halfway is worse)."""
+def check_writer(model, fmt, path):
+    """Refuse, before starting, what the format's writer cannot do: weights an ONNX file cannot
+    hold, a writer needing more memory than the system has free (TFLite's converter holds many
+    copies of the weights: killed halfway is worse)."""
+    if fmt == "onnx":
+        from . import export_onnx
+
+        export_onnx.check_size(weights_bytes(model), path)
+    if fmt not in WRITER_MEMORY:
+        return
     need = WRITER_MEMORY[fmt] * weights_bytes(model)
     free = available_memory()
     if free is not None and need > free:
         raise ConversionError(f"writing .{fmt} takes about {_mib(need)} of memory ({WRITER_MEMORY[fmt]}x the "
                               f"weights) and {_mib(free)} are free: free memory, or write .keras, .h5 or "
-                              f"{'.onnx' if fmt == 'tflite' else 'a SavedModel'}")
+                              f"{'.onnx' if fmt == 'tflite' else 'a SavedModel'}", file=path)
 
 
 def available_memory():
@@ -488,6 +493,7 @@ def save(model, path, force=False, inputs=(), **options):
     check_options(fmt, path, **options)
     target = Path(path)
     _check_space(model, target, path)
+    check_writer(model, fmt, path)
     with _interrupts() as interrupted, _quiet_absl(), _staged(target, path) as tmp:
         # A fresh name inside the temporary directory: Keras picks the format by the suffix.
         work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")
