@@ -133,6 +133,8 @@ def test_api_save_picks_the_format_by_the_path_and_keeps_existing_files(tmp_path
 
 
 def test_api_warns_through_warnings_naming_only_layers_the_prototxt_lacks(with_extra_layer, capfd):
+    keras.ops.zeros(1)  # TensorFlow's first op logs its devices to fd 2: not ours to count
+    capfd.readouterr()
     with pytest.warns(ConversionWarning) as caught:
         caffe2keras.convert(PROTOTXT, with_extra_layer, outputs="ip1")
     assert len(caught) == 1
@@ -142,6 +144,15 @@ def test_api_warns_through_warnings_naming_only_layers_the_prototxt_lacks(with_e
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         caffe2keras.convert(PROTOTXT, CAFFEMODEL, outputs="ip1")  # a cut alone is no news
+
+
+def test_api_warning_made_an_error_by_the_callers_filter_is_raised_as_itself(with_extra_layer):
+    """``warnings.simplefilter("error")`` (``python -W error``): the ConversionWarning itself
+    (was: wrapped as an InternalError, "internal error while converting: ConversionWarning")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConversionWarning, match="lacks: aux_fc"):
+            caffe2keras.convert(PROTOTXT, with_extra_layer)
 
 
 def test_cli_shows_each_warning_as_one_line(with_extra_layer, tmp_path):
