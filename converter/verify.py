@@ -461,9 +461,12 @@ def format_report(result, show_all=False):
         lines.append(f"{c.kind:6}  {c.name:40}  {shape:>18}  {c.max_abs:>10.3g}  {c.max_rel:>10.3g}{mark}")
     # The first layer in execution order to go wrong is where to look; outputs only follow it.
     failed = [c for c in layer_rows if not c.ok] + [c for c in result.comparisons if c.kind == "output" and not c.ok]
-    worst = max((c.max_rel for c in layer_rows), default=0.0)
+    # An exported format keeps no per-layer values: then its outputs are what was compared.
+    counted, what = (layer_rows, "layers") if layer_rows else ([c for c in result.comparisons if c.kind == "output"],
+                                                                "output(s)")
+    worst = max((c.max_rel for c in counted), default=0.0)
     lines.append(
-        f"{len(layer_rows)} layers compared (worst max rel {worst:.3g}), {len(result.skipped)} skipped; "
+        f"{len(counted)} {what} compared (worst max rel {worst:.3g}), {len(result.skipped)} skipped; "
         + ("all within tolerance" if result.ok else f"{len(failed)} beyond tolerance, first: {failed[0].name}"
            if failed else "nothing compared")
     )
