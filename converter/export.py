@@ -219,13 +219,20 @@ def _quiet_absl():
 def _interrupts():
     """While writing, SIGTERM (and Ctrl-C, while Python's own handler has it) raise
     KeyboardInterrupt, so cleanup runs, and are remembered in the list yielded: Python swallows
-    an exception raised inside a finaliser (h5py's objects have them), so the writer asks the
-    list before publishing."""
+    an exception raised inside a finaliser or a gc callback (h5py's objects, JAX's collector
+    hook when TensorFlow has imported JAX), so the writer asks the list before publishing. Such
+    a swallowed interrupt is not reported ("Exception ignored in …"): the run ends in one line."""
     seen = []
 
     def handler(signum, frame):
         seen.append(signum)
         raise KeyboardInterrupt()
+
+    def unraisable(report):
+        if not (seen and isinstance(report.exc_value, KeyboardInterrupt)):
+            hook_before(report)
+
+    hook_before, sys.unraisablehook = sys.unraisablehook, unraisable
 
     previous = {}
     try:
@@ -237,6 +244,7 @@ def _interrupts():
     try:
         yield seen
     finally:
+        sys.unraisablehook = hook_before
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
 
