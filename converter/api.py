@@ -407,7 +407,7 @@ def _dim(d):
 def _boundary(path):
     try:
         yield
-    except ConversionError:
+    except (ConversionError, Warning):  # a warning the caller's filter turned into an error is theirs
         raise
     except MemoryError:
         raise ConversionError("not enough memory to convert this model", file=path) from None

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import keras_archive
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
 SAVEDMODEL = "savedmodel"
@@ -219,13 +219,20 @@ def _quiet_absl():
 def _interrupts():
     """While writing, SIGTERM (and Ctrl-C, while Python's own handler has it) raise
     KeyboardInterrupt, so cleanup runs, and are remembered in the list yielded: Python swallows
-    an exception raised inside a finaliser (h5py's objects have them), so the writer asks the
-    list before publishing."""
+    an exception raised inside a finaliser or a gc callback (h5py's objects, JAX's collector
+    hook when TensorFlow has imported JAX), so the writer asks the list before publishing. Such
+    a swallowed interrupt is not reported ("Exception ignored in …"): the run ends in one line."""
     seen = []
 
     def handler(signum, frame):
         seen.append(signum)
         raise KeyboardInterrupt()
+
+    def unraisable(report):
+        if not (seen and isinstance(report.exc_value, KeyboardInterrupt)):
+            hook_before(report)
+
+    hook_before, sys.unraisablehook = sys.unraisablehook, unraisable
 
     previous = {}
     try:
@@ -237,6 +244,7 @@ def _interrupts():
     try:
         yield seen
     finally:
+        sys.unraisablehook = hook_before
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
 
@@ -380,10 +388,8 @@ def _write(model, tmp, fmt, **options):
     elif fmt == SAVEDMODEL:
         write_savedmodel(model, tmp)
     elif fmt == "onnx":
-        check_memory(model, fmt)
         write_onnx(model, tmp, **options)
     else:
-        check_memory(model, fmt)
         data = tflite_bytes(model, **options)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -404,15 +410,22 @@ def _save_h5(model, path):
         save_model_to_hdf5(model, f)
 
 
-def check_memory(model, fmt):
-    """Refuse, before starting, a writer that would need more memory than the system has free
-    (TFLite's converter holds many copies of the weights: killed halfway is worse)."""
+def check_writer(model, fmt, path):
+    """Refuse, before starting, what the format's writer cannot do: weights an ONNX file cannot
+    hold, a writer needing more memory than the system has free (TFLite's converter holds many
+    copies of the weights: killed halfway is worse)."""
+    if fmt == "onnx":
+        from . import export_onnx
+
+        export_onnx.check_size(weights_bytes(model), path)
+    if fmt not in WRITER_MEMORY:
+        return
     need = WRITER_MEMORY[fmt] * weights_bytes(model)
     free = available_memory()
     if free is not None and need > free:
         raise ConversionError(f"writing .{fmt} takes about {_mib(need)} of memory ({WRITER_MEMORY[fmt]}x the "
                               f"weights) and {_mib(free)} are free: free memory, or write .keras, .h5 or "
-                              f"{'.onnx' if fmt == 'tflite' else 'a SavedModel'}")
+                              f"{'.onnx' if fmt == 'tflite' else 'a SavedModel'}", file=path)
 
 
 def available_memory():
@@ -452,7 +465,9 @@ def _write_through_tensorflow(model, tmp, fmt, options):
         report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
         if report and not report["internal"]:
             raise ConversionError(report["error"])
-        detail = report["error"] if report else " ".join(child.stderr.split())[-300:]
+        # Without a report the child died before catching anything: its last line says why.
+        last = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        detail = report["error"] if report else clip(last[0], 300)
         raise RuntimeError(f"the TensorFlow process writing the .{fmt} failed: {detail}")
 
 
@@ -474,7 +489,7 @@ def tensorflow_child():
         print(json.dumps({"error": str(err), "internal": isinstance(err, InternalError)}))
         sys.exit(2)
     except Exception as err:
-        print(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}", "internal": True}))
+        print(json.dumps({"error": f"{type(err).__name__}: {clip(err, 300)}", "internal": True}))
         sys.exit(1)
 
 
@@ -486,6 +501,7 @@ def save(model, path, force=False, inputs=(), **options):
     check_options(fmt, path, **options)
     target = Path(path)
     _check_space(model, target, path)
+    check_writer(model, fmt, path)
     with _interrupts() as interrupted, _quiet_absl(), _staged(target, path) as tmp:
         # A fresh name inside the temporary directory: Keras picks the format by the suffix.
         work = tmp / ("savedmodel" if fmt == SAVEDMODEL else f"model{target.suffix}")

@@ -31,6 +31,14 @@ METADATA_KEY = "caffe2keras"
 LAYOUT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 
 
+def check_size(weights_size, path):
+    """Refuse, before tf2onnx starts, weights that no ONNX file can hold."""
+    if weights_size > MAX_BYTES:
+        raise ConversionError(
+            f"the weights take {weights_size / 2**30:.1f} GiB; an ONNX file holds at most 2 GiB "
+            "(a protobuf limit): export .keras, .h5 or a SavedModel directory instead", file=path)
+
+
 def write(model, path, opset=None, nchw_inputs=False, metadata=None):
     """Write ``model`` (TensorFlow backend) to ``path`` as ONNX. With ``nchw_inputs`` the 4-D
     inputs take Caffe's (N, C, H, W); the batch dimension of every input and output is named
@@ -38,11 +46,6 @@ def write(model, path, opset=None, nchw_inputs=False, metadata=None):
     from onnx import numpy_helper
 
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
-    weights_size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
-    if weights_size > MAX_BYTES:
-        raise ConversionError(
-            f"the weights take {weights_size / 2**30:.1f} GiB; an ONNX file holds at most 2 GiB "
-            "(a protobuf limit): export .keras, .h5 or a SavedModel directory instead", file=path)
     proto, weight_names = _convert(model, variables, opset or OPSET, nchw_inputs)
     values = {name: _reader(v) for name, v in zip(weight_names, variables)}
     graph = proto.graph

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 METADATA_NAME = "caffe2keras"
 SAVEDMODEL_METADATA = Path("assets.extra") / "caffe2keras.json"
@@ -111,7 +111,7 @@ def load(path):
 
 
 def _problem(err):
-    return " ".join(str(err).split())[:200]
+    return clip(err, 200)
 
 
 class KerasRunner(Runner):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import depth
-from .errors import ConversionError
+from .errors import ConversionError, clip
 
 RTOL = 1e-4
 # OpenCV's words for a layer type it does not have.
@@ -379,9 +379,17 @@ def _opencv_forward(cv2, graph, caffemodel_path, prototxt_path, inputs, names):
         except cv2.error as err:
             found = CANNOT_CREATE.search(str(err))
             if found is None or found.group(1) in without:
-                raise ConversionError(f"OpenCV failed to run this network ({' '.join(str(err).split())[-200:]})",
+                raise ConversionError(f"OpenCV failed to run this network ({_opencv_problem(err)})",
                                       file=prototxt_path) from None
             without.add(found.group(1))
+
+
+def _opencv_problem(err):
+    """OpenCV's message without the source file and line it starts with (``OpenCV(4.x)
+    /io/opencv/…/caffe_importer.cpp:568: error: (-5:Bad argument) …``): what went wrong."""
+    text = " ".join(str(err).split())
+    _, found, problem = text.partition(": error: ")
+    return clip(problem if found else text, 200)
 
 
 def _opencv_net(cv2, text, caffemodel_path, prototxt_path):
@@ -393,7 +401,7 @@ def _opencv_net(cv2, text, caffemodel_path, prototxt_path):
         try:
             net = cv2.dnn.readNetFromCaffe(str(mapped), str(caffemodel_path))
         except cv2.error as err:
-            raise ConversionError(f"OpenCV cannot load this network ({' '.join(str(err).split())[-200:]})",
+            raise ConversionError(f"OpenCV cannot load this network ({_opencv_problem(err)})",
                                   file=prototxt_path) from None
     net.enableFusion(False)
     net.enableWinograd(False)
@@ -453,9 +461,12 @@ def format_report(result, show_all=False):
         lines.append(f"{c.kind:6}  {c.name:40}  {shape:>18}  {c.max_abs:>10.3g}  {c.max_rel:>10.3g}{mark}")
     # The first layer in execution order to go wrong is where to look; outputs only follow it.
     failed = [c for c in layer_rows if not c.ok] + [c for c in result.comparisons if c.kind == "output" and not c.ok]
-    worst = max((c.max_rel for c in layer_rows), default=0.0)
+    # An exported format keeps no per-layer values: then its outputs are what was compared.
+    counted, what = (layer_rows, "layers") if layer_rows else ([c for c in result.comparisons if c.kind == "output"],
+                                                                "output(s)")
+    worst = max((c.max_rel for c in counted), default=0.0)
     lines.append(
-        f"{len(layer_rows)} layers compared (worst max rel {worst:.3g}), {len(result.skipped)} skipped; "
+        f"{len(counted)} {what} compared (worst max rel {worst:.3g}), {len(result.skipped)} skipped; "
         + ("all within tolerance" if result.ok else f"{len(failed)} beyond tolerance, first: {failed[0].name}"
            if failed else "nothing compared")
     )

@@ -2,8 +2,8 @@
 ``KERAS_BACKEND`` set: ``.keras``/``.h5`` conversions that TensorFlow then loads and finds exact;
 the TensorFlow-only formats (.tflite, .onnx, SavedModel) written through a TensorFlow process;
 predict and verify. Each backend runs in its own process (Keras reads the variable once, and
-torch must load before TensorFlow). Skipped where a backend is not installed: CI installs
-neither (``pip install jax jaxlib``, ``pip install torch`` to run these).
+torch must load before TensorFlow). Skipped where a backend is not installed; CI (.ci/run)
+installs both (``pip install jax``, ``pip install torch``).
 """
 
 import importlib.util
@@ -15,10 +15,12 @@ import sys
 import keras
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import GOLDEN
 from helpers import assert_close
 
 import caffe2keras  # noqa: F401  (registers the custom layers for load_model)
+from caffe2keras.cli import main
 
 NET = GOLDEN / "zoo" / "bvlc_googlenet"
 ARGS = [NET / "deploy.prototxt", NET / "weights.caffemodel"]
@@ -52,6 +54,52 @@ def test_convert_on_another_backend_writes_an_exact_keras_file(backend, tmp_path
     x, prob = caffe_prob()
     model = keras.models.load_model(out, safe_mode=True, compile=False)
     assert_close(np.asarray(model(x, training=False)), prob, f".keras written on {backend}")
+
+
+LENET = GOLDEN / "zoo" / "lenet"
+
+SESSION = """
+import contextlib, json, sys
+from caffe2keras.cli import main
+codes = []
+for i, args in enumerate(json.loads(sys.argv[1])):
+    with open(f"{sys.argv[2]}/out{i}.txt", "w") as out, contextlib.redirect_stdout(out):
+        try:
+            main(args, prog_name="caffe2keras")
+        except SystemExit as exit:
+            codes.append(exit.code or 0)
+print(json.dumps(codes))
+"""
+
+
+def test_the_commands_on_another_backend(backend, tmp_path):
+    """The README's promise for KERAS_BACKEND=jax/torch, on LeNet in one process (the backend
+    loads once): convert to .h5 by Keras on the backend and to .tflite through a TensorFlow
+    process, both exact; predict and verify the .h5. GoogLeNet in every format: the slow tests."""
+    pytest.importorskip("cv2")
+    from caffe2keras import runtime
+
+    prototxt, caffemodel = LENET / "deploy.prototxt", LENET / "weights.caffemodel"
+    h5, tflite, image = tmp_path / "l.h5", tmp_path / "l.tflite", tmp_path / "x.png"
+    import tensorflow as tf
+
+    tf.io.write_file(str(image), tf.io.encode_png(np.random.default_rng(1).integers(0, 255, (28, 28, 1), np.uint8)))
+    commands = [[prototxt, caffemodel, "-o", h5, "-q"], [prototxt, caffemodel, "-o", tflite, "-q"],
+                ["predict", h5, image, "--json"], ["verify", prototxt, caffemodel, h5]]
+    session = subprocess.run([sys.executable, "-c", SESSION, json.dumps([[str(a) for a in c] for c in commands]),
+                              str(tmp_path)], env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True,
+                             text=True)
+    assert session.returncode == 0, session.stderr[-3000:]
+    assert json.loads(session.stdout.splitlines()[-1]) == [0, 0, 0, 0], session.stderr[-3000:]
+    expected = np.load(LENET / "expected.npz")
+    x = expected["input/data"].transpose(0, 2, 3, 1).copy()
+    for path in (h5, tflite):
+        (got,) = runtime.load(path)([x])
+        assert_close(got, expected["layer/prob/prob"], f"{path.name} written on {backend}")
+    here = CliRunner().invoke(main, ["predict", str(h5), str(image), "--json"])
+    there = json.loads((tmp_path / "out2.txt").read_text())
+    assert [p["index"] for p in there] == [p["index"] for p in json.loads(here.stdout)]
+    assert "all within tolerance" in (tmp_path / "out3.txt").read_text()
 
 
 @pytest.mark.slow

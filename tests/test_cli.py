@@ -213,6 +213,8 @@ def test_verify_an_exported_format_compares_its_outputs(converted, tmp_path, nam
     assert [c["name"] for c in report["comparisons"]] == ["prob"]
     assert report["comparisons"][0]["max_rel"] <= 1e-4
     assert any("keeps no per-layer values" in s for s in report["skipped"])
+    table = run("verify", PROTOTXT, CAFFEMODEL, path).stdout
+    assert f"1 output(s) compared (worst max rel {report['comparisons'][0]['max_rel']:.3g}), 1 skipped" in table
 
 
 def test_verify_a_model_of_another_network_or_shape_is_the_users_mistake(tmp_path):

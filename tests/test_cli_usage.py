@@ -102,6 +102,22 @@ def test_api_bakes_preprocessing_in_like_the_command_line(tmp_path):
     assert np.abs(np.asarray(negative(pixels)) - lenet_prob()).max() > 1e-2
 
 
+def test_api_rgb_input_swaps_channels_like_the_command_line(tmp_path):
+    """rgb_input=True: the model takes RGB pixels and feeds Caffe's net BGR, minus the mean."""
+    net = GOLDEN / "zoo" / "cifar10_quick"
+    expected = np.load(net / "expected.npz")
+    mean = (104.0, 117.0, 123.0)
+    bgr = expected["input/data"].transpose(0, 2, 3, 1) + np.array(mean, np.float32)
+    model = caffe2keras.convert(net / "deploy.prototxt", net / "weights.caffemodel", mean=mean, rgb_input=True)
+    assert_close(model(bgr[..., ::-1].copy()), expected["layer/prob/prob"], "prob of RGB pixels")
+    result = run(net / "deploy.prototxt", net / "weights.caffemodel", "-o", tmp_path / "cli.keras", "--mean",
+                 "104,117,123", "--rgb-input", "-q")
+    assert result.exit_code == 0, result.output
+    cli_model = keras.models.load_model(tmp_path / "cli.keras", safe_mode=True)
+    np.testing.assert_array_equal(cli_model(bgr[..., ::-1].copy()), model(bgr[..., ::-1].copy()))
+    assert np.abs(np.asarray(model(bgr)) - expected["layer/prob/prob"]).max() > 1e-3  # BGR given: another answer
+
+
 def test_api_save_picks_the_format_by_the_path_and_keeps_existing_files(tmp_path):
     model = caffe2keras.convert(PROTOTXT, CAFFEMODEL)
     assert api.save(model, tmp_path / "m.h5") == "h5"
@@ -117,6 +133,8 @@ def test_api_save_picks_the_format_by_the_path_and_keeps_existing_files(tmp_path
 
 
 def test_api_warns_through_warnings_naming_only_layers_the_prototxt_lacks(with_extra_layer, capfd):
+    keras.ops.zeros(1)  # TensorFlow's first op logs its devices to fd 2: not ours to count
+    capfd.readouterr()
     with pytest.warns(ConversionWarning) as caught:
         caffe2keras.convert(PROTOTXT, with_extra_layer, outputs="ip1")
     assert len(caught) == 1
@@ -126,6 +144,15 @@ def test_api_warns_through_warnings_naming_only_layers_the_prototxt_lacks(with_e
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         caffe2keras.convert(PROTOTXT, CAFFEMODEL, outputs="ip1")  # a cut alone is no news
+
+
+def test_api_warning_made_an_error_by_the_callers_filter_is_raised_as_itself(with_extra_layer):
+    """``warnings.simplefilter("error")`` (``python -W error``): the ConversionWarning itself
+    (was: wrapped as an InternalError, "internal error while converting: ConversionWarning")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConversionWarning, match="lacks: aux_fc"):
+            caffe2keras.convert(PROTOTXT, with_extra_layer)
 
 
 def test_cli_shows_each_warning_as_one_line(with_extra_layer, tmp_path):
@@ -200,6 +227,68 @@ def test_an_internal_error_is_one_line_cut_between_words(tmp_path, monkeypatch):
     assert " … (a caffe2keras bug" in line
     assert list(tmp_path.iterdir()) == []
 
+
+def whole_words_of(full, shown):
+    """``shown`` is ``full`` whole or cut after a whole word and marked with ``…``."""
+    full = " ".join(full.split())
+    if shown == full:
+        return True
+    kept = shown.removesuffix(" …")
+    return shown.endswith(" …") and full.startswith(kept) and full[len(kept):][:1] in (" ", ",", ";", ":")
+
+
+def test_a_model_that_cannot_be_loaded_is_named_in_whole_words(tmp_path):
+    """predict/verify quote the runtime's own error: cut between words (was: at 200 characters)."""
+    import tensorflow as tf
+
+    folder = tmp_path / ("savedmodel_" + "x" * 150)
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x07" * 64)
+    with pytest.raises(Exception) as raised:
+        tf.saved_model.load(str(folder))
+    image = tmp_path / "x.png"
+    tf.io.write_file(str(image), tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)))
+    result = run("predict", folder, image)
+    assert result.exit_code == EXIT_BAD_INPUT
+    (line,) = stderr_lines(result)
+    quoted = line.split("with a serving_default signature (", 1)[1].removesuffix(")")
+    assert len(" ".join(str(raised.value).split())) > 200 and whole_words_of(str(raised.value), quoted), line
+
+
+def test_opencvs_message_is_quoted_in_whole_words_without_its_source_line(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    model = tmp_path / "m.keras"
+    assert run(PROTOTXT, CAFFEMODEL, "-o", model, "-q").exit_code == 0
+    problem = "(-5:Bad argument) Duplicate blobs produced by multiple sources " * 5 + "in function 'addOutput'"
+    message = f"OpenCV(4.14.0) /io/opencv/modules/dnn/src/caffe/caffe_importer.cpp:568: error: {problem}\n"
+
+    def refuse(*args):
+        raise cv2.error(message)
+
+    monkeypatch.setattr(cv2.dnn, "readNetFromCaffe", refuse)
+    result = run("verify", PROTOTXT, CAFFEMODEL, model)
+    assert result.exit_code == EXIT_BAD_INPUT
+    (line,) = stderr_lines(result)
+    quoted = line.split("OpenCV cannot load this network (", 1)[1].removesuffix(")")
+    assert quoted.startswith("(-5:Bad argument) Duplicate") and whole_words_of(problem, quoted), line
+
+
+def test_the_tensorflow_exporters_error_is_reported_in_whole_words(tmp_path, monkeypatch, capsys):
+    """The process that writes TensorFlow's formats for another backend reports its failure as
+    JSON; the error in it is cut between words too (was: at 300 characters)."""
+    from caffe2keras import export
+
+    source = tmp_path / ("model_" + "y" * 300 + ".keras")  # no such file: Keras' message quotes the path
+    with pytest.raises(Exception) as raised:
+        keras.models.load_model(source, safe_mode=True, compile=False)
+    monkeypatch.setattr("sys.argv", ["child", str(source), str(tmp_path / "m.tflite"), "tflite", "{}"])
+    with pytest.raises(SystemExit) as exited:
+        export.tensorflow_child()
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exited.value.code == 1 and report["internal"]
+    name, _, shown = report["error"].partition(": ")
+    assert name == type(raised.value).__name__ and len(str(raised.value)) > 300
+    assert whole_words_of(str(raised.value), shown), report
 
 # --- convert's stages and summary ----------------------------------------------------------
 

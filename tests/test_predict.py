@@ -306,3 +306,23 @@ def test_predict_a_folder_in_batches(exported, tmp_path, monkeypatch):
     table = predict_cli(exported["m.keras"], folder, "--top", "2")
     assert table.exit_code == 0 and f"{folder / 'im1.png'}:" in table.stdout
     assert len(parse_table(table.stdout)) == 6
+
+
+def test_predict_without_a_softmax_output_says_which_it_ranks_and_calls_them_scores(tmp_path):
+    """Several outputs, none a softmax's (was: the first sorted output ranked silently and its
+    logits headed "probability")."""
+    lenet = GOLDEN / "zoo" / "lenet"
+    model = tmp_path / "logits.keras"
+    result = CliRunner().invoke(main, [str(lenet / "deploy.prototxt"), str(lenet / "weights.caffemodel"), "-o",
+                                       str(model), "--outputs", "ip2,ip1", "-q"])
+    assert result.exit_code == 0, result.output
+    image = write_png(tmp_path / "x.png", pixels(28, 28, seed=5))
+    result = predict_cli(model, image, "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert "note: ranking output 'ip2' (no output is a softmax's, so the first) of ip2, ip1" in result.stderr
+    assert result.stdout.splitlines()[0].split()[:2] == ["rank", "score"]
+    cut = build(lenet / "deploy.prototxt", lenet / "weights.caffemodel", outputs=["ip2"]).model
+    ip2 = np.asarray(cut(load_image(image, 28, 28, 1)[None], training=False))[0]
+    rows = parse_table(result.stdout)
+    assert [r[0] for r in rows] == list(np.argsort(-ip2)[:3]) and ip2.max() > 1  # logits, not probabilities
+    assert_close(np.array([r[1] for r in rows]), ip2[[r[0] for r in rows]], "ip2 scores")
