@@ -11,6 +11,7 @@ import keras
 
 from . import depth, naming
 from .errors import ConversionError
+from .layout import CAFFE, permute_dims
 from .layers import register
 
 
@@ -67,6 +68,6 @@ def blobs(model, names):
         # A layer with one output gives every top (Split).
         value = outs[index] if len(outs) > 1 else outs[0]
         if len(value.shape) == 4:
-            value = keras.layers.Permute((3, 1, 2), name=namer.claim(f"{layer}_nchw"))(value)
+            value = keras.layers.Permute(permute_dims(CAFFE), name=namer.claim(f"{layer}_nchw"))(value)
         outputs[name] = value
     return depth.call(keras.Model, model.inputs, outputs, name=namer.claim(f"{model.name}_blobs"))

@@ -33,8 +33,7 @@ class Tensor:
 
     def axis(self, caffe_axis):
         """The Keras axis holding ``caffe_axis`` (which may be negative) of this blob."""
-        caffe_axis %= self.rank
-        return NHWC_AXIS[caffe_axis] if self.layout == NHWC else caffe_axis
+        return keras_axis(caffe_axis, self.rank, self.layout)
 
     @property
     def keras_shape(self):
@@ -49,3 +48,26 @@ def keras_shape(shape, layout):
     if layout == NHWC:
         return tuple(shape[a] for a in NHWC_ORDER)
     return tuple(shape)
+
+
+def keras_axis(caffe_axis, rank, layout):
+    """The axis of a tensor of ``rank`` axes held in ``layout`` that holds ``caffe_axis`` (which
+    may be negative)."""
+    caffe_axis %= rank
+    return NHWC_AXIS[caffe_axis] if layout == NHWC and rank == 4 else caffe_axis
+
+
+def permute_dims(layout):
+    """The ``keras.layers.Permute`` dims (batch left out) turning a 4-D tensor held in the other
+    layout into ``layout``."""
+    return tuple(NHWC_AXIS[1:]) if layout == CAFFE else tuple(NHWC_ORDER[1:])
+
+
+def to_caffe_order(array):
+    """A numpy array of a 4-D NHWC tensor in Caffe's (N, C, H, W) order; other ranks as they are."""
+    return array.transpose(NHWC_AXIS) if array.ndim == 4 else array
+
+
+def to_nhwc(array):
+    """A numpy array of a 4-D Caffe (N, C, H, W) blob as the NHWC tensor; other ranks as they are."""
+    return array.transpose(NHWC_ORDER) if array.ndim == 4 else array

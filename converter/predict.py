@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConversionError, clip
+from .layout import to_caffe_order
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 # Images per model call when predicting a folder.
@@ -158,9 +159,7 @@ def is_distribution(values):
 def flat_scores(value):
     """One flat score vector per image (4-D outputs flattened in Caffe's C, H, W order)."""
     value = np.asarray(value, np.float64)
-    if value.ndim == 4:
-        value = value.transpose(0, 3, 1, 2)
-    return value.reshape(value.shape[0], -1)
+    return to_caffe_order(value).reshape(value.shape[0], -1)
 
 
 def top_k(vector, k, labels=None):

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import depth
 from .errors import ConversionError, clip
+from .layout import to_caffe_order, to_nhwc
 
 RTOL = 1e-4
 # OpenCV's words for a layer type it does not have.
@@ -251,10 +252,10 @@ def _inputs(graph, table, runner, image, seed):
             x = rng.uniform(0.0, 255.0, size=(shape[0], shape[2], shape[3], shape[1])).astype(np.float32)
         else:
             x = rng.standard_normal(size=shape).astype(np.float32)
-            x = x.transpose(0, 2, 3, 1) if nhwc else x
+            x = to_nhwc(x) if nhwc else x
         raw[keras_input] = x
         caffe_x = _caffe_view(x, config, runner) if config is not None and nhwc else x
-        caffe[blob.name] = caffe_x.transpose(0, 3, 1, 2) if nhwc else caffe_x
+        caffe[blob.name] = to_caffe_order(caffe_x) if nhwc else caffe_x
     return [raw[p.name] for p in runner.inputs], caffe
 
 
@@ -342,13 +343,13 @@ def _model_values(graph, table, runner, raw):
             skipped.append(f"output {name}: OpenCV exposes no layer giving it")
             continue
         value = np.asarray(value)
-        wanted.append(("output", graph.blobs[bid].name, node.name, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
+        wanted.append(("output", graph.blobs[bid].name, node.name, to_caffe_order(value)))
     if runner.model is None:
         skipped.append(f"layers: a {runner.kind} file keeps no per-layer values (verify the .keras file for them)")
         return wanted, skipped, None
     probe, entries = _probe(graph, table, runner.model)
     for node, value in zip(entries, _run(probe, raw)):
-        wanted.append(("layer", node.name, node.name, value.transpose(0, 3, 1, 2) if value.ndim == 4 else value))
+        wanted.append(("layer", node.name, node.name, to_caffe_order(value)))
     return wanted, skipped, _proposals(graph, runner.model, raw)
 
 

@@ -18,7 +18,7 @@ from .. import naming, weights
 from .._lazy import blobtable, keras, preprocess
 from ..errors import ConversionError, InternalError
 from ..graph import learned_shapes
-from ..layout import CAFFE, NHWC, NHWC_ORDER, Tensor, canonical, keras_shape
+from ..layout import CAFFE, NHWC, Tensor, canonical, keras_shape, permute_dims
 from ..shapes import VIEW, legacy_shape
 
 TRANSLATORS = {}
@@ -80,9 +80,8 @@ class Context:
             return tensor.value
         key = (id(tensor.value), layout)
         if key not in self._converted:
-            dims = (3, 1, 2) if layout == CAFFE else (2, 3, 1)
             suffix = "to_nchw" if layout == CAFFE else "to_nhwc"
-            self._converted[key] = keras.layers.Permute(dims, name=self.name(node, suffix))(tensor.value)
+            self._converted[key] = keras.layers.Permute(permute_dims(layout), name=self.name(node, suffix))(tensor.value)
         return self._converted[key]
 
     def legacy(self, tensor, node):
@@ -193,7 +192,7 @@ def build_model(graph, weights=None, preprocessing=None):
                 # The layer of the Caffe name is the NHWC view; later layers read it, so it is
                 # part of the model (TensorFlow's graph optimiser folds a transpose back to Caffe
                 # order into this one).
-                value = keras.layers.Permute(tuple(NHWC_ORDER[1:]), name=names.layers[node])(value)
+                value = keras.layers.Permute(permute_dims(NHWC), name=names.layers[node])(value)
                 layout = NHWC
                 ctx._views.add(id(value))
             values[bid] = Tensor(value, shape, layout)

@@ -8,7 +8,7 @@ own order only where the operation depends on memory order (Flatten, Reshape, Pe
 import numpy as np
 
 from .._lazy import keras, layers
-from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical
+from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical, keras_axis
 from ..shapes import VIEW, canonical_axis, free, permute_order, slice_points
 from . import translator
 
@@ -18,11 +18,6 @@ def _common_layout(ctx, node, inputs):
     layouts = {t.layout for t in inputs}
     layout = layouts.pop() if len(layouts) == 1 else canonical(inputs[0].shape)
     return [ctx.as_layout(t, layout, node) for t in inputs], layout
-
-
-def _keras_axis(layout, axis, rank):
-    axis %= rank
-    return (0, 3, 1, 2)[axis] if layout == NHWC and rank == 4 else axis
 
 
 # Keras' Concatenate checks its inputs' shapes pairwise (when built, and again when loaded): more
@@ -37,13 +32,13 @@ def concat(ctx, node, inputs):
     if len(inputs) == 1:
         return [(keras.layers.Identity(name=ctx.name(node))(inputs[0].value), inputs[0].layout)]
     values, layout = _common_layout(ctx, node, inputs)
-    keras_axis = _keras_axis(layout, axis, inputs[0].rank)
+    along = keras_axis(axis, inputs[0].rank, layout)
     while len(values) > CONCAT_GROUP:
         values = [
-            group[0] if len(group) == 1 else keras.layers.Concatenate(axis=keras_axis, name=ctx.name(node, "part"))(group)
+            group[0] if len(group) == 1 else keras.layers.Concatenate(axis=along, name=ctx.name(node, "part"))(group)
             for group in (values[i : i + CONCAT_GROUP] for i in range(0, len(values), CONCAT_GROUP))
         ]
-    y = keras.layers.Concatenate(axis=keras_axis, name=ctx.name(node))(values)
+    y = keras.layers.Concatenate(axis=along, name=ctx.name(node))(values)
     return [(y, layout)]
 
 
@@ -200,7 +195,7 @@ def reduction(ctx, node, inputs):
     # The kept axes must come out in Caffe's order; NHWC keeps them in order only up to axis 2.
     value = x.value if x.layout != NHWC or axis <= 2 else ctx.caffe(x, node)
     layout = x.layout if value is x.value else CAFFE
-    axes = sorted(_keras_axis(layout, a, x.rank) for a in range(axis, x.rank))
+    axes = sorted(keras_axis(a, x.rank, layout) for a in range(axis, x.rank))
     y = layers.Reduction(op, axes, p.coeff, name=ctx.name(node, layout=CAFFE))(value)
     # A 4-D top (from a 5-D bottom) comes out in Caffe's order.
     return [(y, CAFFE)]
