@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import caffemodel, depth, export, graph, prototxt
 from .errors import ConversionError, ConversionWarning, InternalError, clip
+from .spec import supported_types
 
 # How many layer names an error message lists before summarising.
 SHOWN_NAMES = 20
@@ -273,15 +274,13 @@ def _record(conversion, prototxt_path, caffemodel_path, output, fmt, solver):
 
 
 def _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params=None, netdef=None, progress=None):
-    from . import translate
-
     progress = progress or Progress()
     if netdef is None:
         with _stage(progress, "parse", _file_subject(prototxt_path)) as outcome:
             netdef = prototxt.load(prototxt_path)
             outcome.append(f"{len(netdef.layers)} layers")
     with _stage(progress, "shapes", "") as outcome:
-        g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=translate.supported_types(),
+        g = graph.build(netdef, input_shapes=input_shapes, outputs=outputs, supported=supported_types(),
                         max_params=max_params)
         sizes = graph.learned_sizes(g)
         outcome.append(f"{len(g.nodes)} layers, {sum(sizes.values()):,} learned values")
@@ -297,7 +296,7 @@ def _check(prototxt_path, caffemodel_path, input_shapes, outputs, max_params=Non
 def check_weights_present(g, weights):
     """Refuse a caffemodel lacking any layer that learns weights, naming all of them at once
     (the usual cause: the caffemodel of another network or of another version of this one)."""
-    missing = [n.name for n in g.nodes if graph.learns_weights(n) and not weights.layers.get(n.name)]
+    missing = [n.name for n in g.nodes if graph.learns_weights(g, n) and not weights.layers.get(n.name)]
     if not missing:
         return
     held = [name for name, blobs in weights.layers.items() if blobs]

@@ -5,10 +5,9 @@ write makes a new version (``conv1``, ``conv1@relu1``, …) so each node's input
 distinct values; the Caffe name stays on :class:`Blob` for naming outputs.
 """
 
-import math
 from dataclasses import dataclass, field
 
-from . import shapes
+from . import spec
 from .errors import ConversionError
 
 # Refuse blobs (activations) larger than this many elements before anything is allocated: 8 GiB
@@ -20,12 +19,6 @@ MAX_BLOB_AXES = 32
 # before Keras allocates them, unless raised (--max-params): 4 GiB of float32. VGG-16, among the
 # largest Caffe models, has 138 million.
 MAX_PARAMS = 2**30
-
-CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "Deconvolution")
-# Types with learned blobs in a caffemodel (Scale and Bias only with a single bottom, or Scale with
-# bias_term).
-WEIGHTED_TYPES = {*CONVOLUTIONS, "InnerProduct", "Embed", "BatchNorm", "PReLU", "Scale", "Bias", "Normalize"}
-
 
 @dataclass
 class Blob:
@@ -85,74 +78,9 @@ def _check_shape(shape, layer, path, what):
         )
 
 
-def learns_weights(node):
-    """Whether Caffe keeps learned blobs for this layer, so a caffemodel must hold them."""
-    if node.type == "Scale":
-        # With a second bottom holding the factors, Caffe still learns the bias of bias_term.
-        return len(node.bottoms) == 1 or node.param.scale_param.bias_term
-    if node.type == "Bias":
-        return len(node.bottoms) == 1
-    return node.type in WEIGHTED_TYPES
-
-
-def learned_shapes(node, bottom_shapes, held=None):
-    """The shapes of the blobs the layer learns, in Caffe's order, as the prototxt and the bottom
-    shapes imply: what its record in a caffemodel holds, and what Keras allocates for it. None
-    stands for a blob of any shape that may be absent (BatchNorm's scale factor, which old
-    caffemodels lack). ``held`` is how many blobs the caffemodel holds, for the fork BN layer
-    (PSPNet's four or SegNet's two)."""
-    p, bottom = node.param, bottom_shapes[0] if bottom_shapes else ()
-    channels = bottom[1] if len(bottom) > 1 else 1
-    if node.type in CONVOLUTIONS:
-        cp = p.convolution_param
-        out = cp.num_output
-        group = cp.group if node.type in ("Convolution", "Deconvolution") else channels
-        if group <= 0 or channels % group or out % group:
-            raise ConversionError(f"group {group} does not divide {channels} input and {out} output channels")
-        kernel = shapes.spatial_params(cp, "kernel", 0)
-        if node.type == "Deconvolution":
-            weight = (channels, out // group, *kernel)
-        else:
-            weight = (out, channels // group, *kernel)
-        return [weight] + ([(out,)] if cp.bias_term else [])
-    if node.type == "InnerProduct":
-        ip = p.inner_product_param
-        spanned = bottom[shapes.canonical_axis(ip.axis, len(bottom)):]
-        inputs = None if shapes.free(*spanned) else math.prod(spanned)
-        weight = (inputs, ip.num_output) if ip.transpose else (ip.num_output, inputs)
-        return _fixed([weight] + ([(ip.num_output,)] if ip.bias_term else []), node)
-    if node.type == "Embed":
-        ep = p.embed_param
-        return [(ep.input_dim, ep.num_output)] + ([(ep.num_output,)] if ep.bias_term else [])
-    if node.type == "BatchNorm":
-        return [(channels,), (channels,), None]  # mean, variance, the factor both are scaled by
-    if node.type == "BN":
-        return [(1, channels, 1, 1)] * (2 if held == 2 else 4)  # slope, bias[, mean, variance]
-    if node.type == "PReLU":
-        return [(1,) if p.prelu_param.channel_shared else (channels,)]
-    if node.type == "Normalize":
-        return [(1,) if p.norm_param.channel_shared else (channels,)]
-    if node.type in ("Scale", "Bias") and len(bottom_shapes) == 1:
-        sp = p.scale_param if node.type == "Scale" else p.bias_param
-        axis = sp.axis % len(bottom)
-        shape = tuple(bottom[axis:] if sp.num_axes == -1 else bottom[axis : axis + sp.num_axes])
-        return _fixed([shape] * (2 if node.type == "Scale" and p.scale_param.bias_term else 1), node)
-    if node.type == "Scale" and len(bottom_shapes) == 2 and p.scale_param.bias_term:
-        return _fixed([tuple(bottom_shapes[1])], node)  # the bias, shaped as the scale bottom
-    return []
-
-
-def _fixed(learned, node):
-    """``learned`` shapes, refused when a free size is among them."""
-    if any(shape is not None and shapes.free(*shape) for shape in learned):
-        raise shapes.fixed_size(f"{node.type} over the spatial axes", "it learns one value per position of them")
-    return learned
-
-
-def learned_elements(node, bottom_shapes):
-    """How many values the layer learns, over all its blobs (kernel, bias, statistics, scales),
-    as the prototxt and the bottom shapes imply: what Keras allocates for it."""
-    return sum(math.prod(shape) if shape is not None else 1 for shape in learned_shapes(node, bottom_shapes))
+def learns_weights(g, node):
+    """Whether Caffe keeps learned blobs for this node of ``g``, so a caffemodel must hold them."""
+    return bool(spec.learned(node, [g.shape(b) for b in node.bottoms]))
 
 
 def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None):
@@ -176,7 +104,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         layers = _needed(layers, {current[o] for o in outputs})
     # A layer calling itself (view) is not one _wire made (those name no Caffe bottom).
     unsupported = sorted({layer.type for layer, _, _ in layers
-                          if layer.type not in _known(supported) or (layer.type == shapes.VIEW and layer.bottom)})
+                          if layer.type not in _known(supported) or (layer.type == spec.VIEW and layer.bottom)})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
     used_inputs = set(netdef.inputs)
@@ -219,7 +147,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
         bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
-            top_shapes = shapes.infer(node, bottom_shapes)
+            top_shapes = spec.infer(node, bottom_shapes)
             params += _check_params(node, bottom_shapes, params, limit)
         except ConversionError as err:
             raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
@@ -247,7 +175,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
     # A view's new version that nothing reads and no output is, is no part of the model.
     read = {b for node in nodes for b in node.bottoms} | set(out_ids)
-    nodes = [node for node in nodes if node.type != shapes.VIEW or node.tops[0] in read]
+    nodes = [node for node in nodes if node.type != spec.VIEW or node.tops[0] in read]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
 
 
@@ -256,8 +184,8 @@ def _dims(shape):
 
 
 def _known(supported):
-    known = set(shapes.SHAPES) if supported is None else set(shapes.SHAPES) & set(supported)
-    return known | {shapes.VIEW}
+    known = set(spec.load()) if supported is None else set(spec.load()) & set(supported)
+    return known | {spec.VIEW}
 
 
 def _wire(netdef):
@@ -267,7 +195,7 @@ def _wire(netdef):
     Caffe blobs may share memory: Split's tops, Flatten's and Reshape's (and Concat's of one
     bottom, Slice's to one top, Permute's in the same order) are views of their bottom. A layer
     writing one of them in place changes them all, so each other view still read later gets a
-    new version, made by a :data:`~caffe2keras.shapes.VIEW` node from the written one.
+    new version, made by a :data:`~caffe2keras.spec.VIEW` node from the written one.
     """
     path = netdef.path
     current = {name: name for name in netdef.inputs}
@@ -362,7 +290,7 @@ def _shares_memory(layer):
 
 def _view_layer(writer, name):
     """The node param of blob ``name`` seen anew after ``writer`` wrote its memory in place."""
-    return type(writer)(name=f"{writer.name}/{name}@view", type=shapes.VIEW)
+    return type(writer)(name=f"{writer.name}/{name}@view", type=spec.VIEW)
 
 
 def _needed(wired, wanted):
@@ -376,18 +304,19 @@ def _needed(wired, wanted):
 
 
 def learned_sizes(g):
-    """Layer name -> how many values the network gives the layer (:func:`learned_elements`), for
-    the layers that learn: what a caffemodel may hold for them."""
+    """Layer name -> how many values the network gives the layer
+    (:func:`~caffe2keras.spec.learned_elements`), for the layers that learn: what a caffemodel may
+    hold for them."""
     sizes = {}
     for node in g.nodes:
-        count = learned_elements(node, [g.shape(b) for b in node.bottoms])
+        count = spec.learned_elements(node, [g.shape(b) for b in node.bottoms])
         if count:
             sizes[node.name] = max(count, sizes.get(node.name, 0))
     return sizes
 
 
 def _check_params(node, bottom_shapes, total_before, limit):
-    count = learned_elements(node, bottom_shapes)
+    count = spec.learned_elements(node, bottom_shapes)
     if total_before + count > limit:
         raise ConversionError(
             f"{node.type} learns {count:,} values ({total_before + count:,} in the network so far), more than "

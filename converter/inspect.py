@@ -10,7 +10,7 @@ conversion checks them; a layer whose weights are missing or misshapen is listed
 
 from dataclasses import asdict, dataclass, field
 
-from . import caffemodel, graph, prototxt, shapes, weights
+from . import caffemodel, graph, prototxt, shapes, spec, weights
 from .errors import ConversionError
 
 # How many layers the caffemodel holds and the prototxt lacks are named.
@@ -68,9 +68,7 @@ class Report:
 
 def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
     """Describe the network of ``prototxt_path`` (Caffe's inference view) as a :class:`Report`."""
-    from .translate import supported_types
-
-    supported = set(supported_types())
+    supported = set(spec.supported_types())
     netdef = prototxt.load(prototxt_path)
     blobs = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     inputs = dict(netdef.inputs)
@@ -92,14 +90,14 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
         node = graph.Node(name=layer.name, type=layer.type, param=layer, bottoms=list(layer.bottom))
         bottom_shapes = [known.get(b) for b in layer.bottom]
         row = Row(layer.name, layer.type, list(layer.bottom), list(layer.top), [None] * len(layer.top))
-        row.supported = layer.type in supported and layer.type in shapes.SHAPES
+        row.supported = layer.type in supported
         if not row.supported:
             row.note = "no translator for this type"
         elif any(s is None for s in bottom_shapes):
             row.note = "input shape unknown"
         else:
             try:
-                tops = shapes.infer(node, bottom_shapes)
+                tops = spec.infer(node, bottom_shapes)
                 row.shapes = [_list(s) for s in tops][: len(layer.top)]
             except ConversionError as err:
                 row.supported = False
@@ -119,7 +117,7 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
 def _misfit(node, bottom_shapes, held):
     """Why the caffemodel's blobs ``held`` do not fit the layer, or "" when they do."""
     try:
-        expected = graph.learned_shapes(node, bottom_shapes, held=len(held or []))
+        expected = spec.learned_shapes(node, bottom_shapes, held=len(held or []))
     except ConversionError as err:
         return err.message
     if not expected:
@@ -137,12 +135,12 @@ def _params(node, bottom_shapes, blobs):
     """Learned values of the layer: the caffemodel's blobs, else what the prototxt implies."""
     if blobs is not None:
         return int(sum(b.size for b in blobs.layers.get(node.name) or []))
-    if not graph.learns_weights(node) and node.type not in ("BN", "Normalize"):
+    if spec.of(node.type) is None or spec.of(node.type).learned is spec.learns_nothing:
         return 0
     if any(s is None for s in bottom_shapes):
         return None
     try:
-        return graph.learned_elements(node, bottom_shapes)
+        return spec.learned_elements(node, bottom_shapes)
     except ConversionError:
         return None
 

@@ -125,7 +125,7 @@ def opencv_prototxt(graph, without=()):
     from google.protobuf import text_format
 
     from .schema import caffe_pb2
-    from .shapes import proposal_settings
+    from .types.rcnn import proposal_settings
 
     net = caffe_pb2.NetParameter(name=graph.name or "")
     for bid in graph.inputs:
@@ -162,7 +162,7 @@ def opencv_prototxt(graph, without=()):
 
 
 def is_proposal(layer):
-    from .shapes import is_proposal_layer
+    from .types.rcnn import is_proposal_layer
 
     return layer.type == "Proposal" or is_proposal_layer(layer)
 

@@ -15,76 +15,32 @@ import numpy as np
 import pytest
 from helpers import build, layer_values, max_error, tolerance
 
-CONVOLUTIONS = ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
-
-
 def _learned_blobs(node, graph, rng):
-    """The blobs Caffe keeps for ``node``, random but keeping activations of order one."""
-    p = node.param
-    bottoms = [graph.shape(b) for b in node.bottoms]
-    t = node.type
+    """The blobs Caffe keeps for ``node`` (names and shapes from the converter's spec of its
+    type), random but keeping activations of order one."""
+    from caffe2keras import spec
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
-    def around_one(shape):
-        return (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+    def uniform(low, high):
+        return lambda shape: rng.uniform(low, high, shape).astype(np.float32)
 
-    if t in CONVOLUTIONS or t == "Deconvolution":
-        cp = p.convolution_param
-        channels = bottoms[0][1]
-        group = cp.group if t in ("Convolution", "Deconvolution") else channels
-        kh, kw = _kernel(cp)
-        if t == "Deconvolution":
-            shape = (channels, cp.num_output // group, kh, kw)
-            fan_in = channels // group * kh * kw
-        else:
-            shape = (cp.num_output, channels // group, kh, kw)
-            fan_in = shape[1] * kh * kw
-        blobs = [normal(shape, 1.0 / math.sqrt(fan_in))]
-        if cp.bias_term:
-            blobs.append(normal((cp.num_output,), 0.1))
-        return blobs
-    if t == "InnerProduct":
-        ip = p.inner_product_param
-        axis = ip.axis % len(bottoms[0])
-        n_in = math.prod(bottoms[0][axis:])
-        shape = (n_in, ip.num_output) if ip.transpose else (ip.num_output, n_in)
-        return [normal(shape, 1.0 / math.sqrt(n_in))] + ([normal((ip.num_output,), 0.1)] if ip.bias_term else [])
-    if t == "BatchNorm":
-        c = bottoms[0][1]
-        return [normal((c,), 0.1), rng.uniform(0.5, 1.5, c).astype(np.float32), np.ones(1, np.float32)]
-    if t in ("Scale", "Bias") and len(bottoms) == 1:
-        sp = p.scale_param if t == "Scale" else p.bias_param
-        rank = len(bottoms[0])
-        axis = sp.axis % rank
-        end = rank if sp.num_axes == -1 else axis + sp.num_axes
-        shape = tuple(bottoms[0][axis:end])
-        if t == "Bias":
-            return [normal(shape, 0.1)]
-        return [around_one(shape)] + ([normal(shape, 0.1)] if sp.bias_term else [])
-    if t == "PReLU":
-        c = 1 if p.prelu_param.channel_shared else bottoms[0][1]
-        return [rng.uniform(0.05, 0.3, c).astype(np.float32)]
-    if t == "Normalize":
-        c = 1 if p.norm_param.channel_shared else bottoms[0][1]
-        return [rng.uniform(1.0, 20.0, c).astype(np.float32)]
-    if t == "BN":
-        c = (1, bottoms[0][1], 1, 1)
-        if len(p.param) > 2 or p.bn_param.HasField("slope_filler"):
-            return [around_one(c), normal(c, 0.1), normal(c, 0.1), rng.uniform(0.5, 1.5, c).astype(np.float32)]
-        return [around_one(c), normal(c, 0.1)]
-    if t == "Embed":
-        ep = p.embed_param
-        return [normal((ep.input_dim, ep.num_output), 1.0)] + ([normal((ep.num_output,), 0.1)] if ep.bias_term else [])
-    return []
-
-
-def _kernel(cp):
-    if cp.HasField("kernel_h"):
-        return cp.kernel_h, cp.kernel_w
-    k = list(cp.kernel_size)
-    return (k[0], k[-1])
+    fills = {
+        # Caffe's fillers take a kernel's fan-in as its count over its first axis.
+        "weight": lambda shape: normal(shape, 1.0 / math.sqrt(math.prod(shape[1:]))),
+        "bias": lambda shape: normal(shape, 0.1),
+        "mean": lambda shape: normal(shape, 0.1),
+        "variance": uniform(0.5, 1.5),
+        "scale": lambda shape: (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32),
+        "scale_factor": lambda shape: np.ones(1, np.float32),
+        ("PReLU", "slope"): uniform(0.05, 0.3),
+        ("BN", "slope"): lambda shape: (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32),
+        ("Normalize", "scale"): uniform(1.0, 20.0),
+        ("Embed", "weight"): lambda shape: normal(shape, 1.0),
+    }
+    learned = spec.learned(node, [graph.shape(b) for b in node.bottoms])
+    return [fills.get((node.type, b.name), fills.get(b.name))(b.shape) for b in learned]
 
 
 def random_caffemodel(prototxt, path, input_shapes=None, seed=0):

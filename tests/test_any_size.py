@@ -16,7 +16,7 @@ from conftest import GOLDEN
 from helpers import assert_close, build, check_golden, run_outputs
 
 from caffe2keras.cli import EXIT_BAD_INPUT, main
-from caffe2keras.translate import core, vision
+from caffe2keras.types import core, vision
 
 ANY_SIZE = GOLDEN / "any_size"
 # net -> the two sizes real Caffe ran it at: odd and even sizes, so SAME-or-not padding, ceil

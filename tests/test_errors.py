@@ -6,6 +6,7 @@ and nothing else, carrying file / layer / line / column), the ``convert`` comman
 real command in a subprocess, where Ctrl-C and SIGTERM are tested too.
 """
 
+import dataclasses
 import random
 import signal
 import subprocess
@@ -19,10 +20,9 @@ from click.testing import CliRunner
 from conftest import GOLDEN
 
 import caffe2keras
-from caffe2keras import api, shapes
+from caffe2keras import api, spec
 from caffe2keras.cli import main
 from caffe2keras.errors import ConversionError, InternalError
-from caffe2keras.translate import TRANSLATORS, supported_types
 
 NET = GOLDEN / "dense_flatten"
 PROTOTXT = NET / "deploy.prototxt"
@@ -89,16 +89,14 @@ def case_prototxt_as_caffemodel(tmp_path):
 
 def case_unknown_layer_types(tmp_path):
     # Shape inference would stop at the first; every one is listed, sorted, in one line.
-    untranslatable = sorted(set(shapes.SHAPES) - set(supported_types()))[:1]
-    extra = "".join(f'layer {{ name: "u{t}" type: "{t}" bottom: "conv" top: "u{t}" }}\n' for t in untranslatable)
     path = small_net(tmp_path, (
         'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
         'convolution_param { num_output: 4 kernel_size: 3 } }\n'
         'layer { name: "foo" type: "FooLayer" bottom: "conv" top: "foo" }\n'
         'layer { name: "bar" type: "BarLayer" bottom: "foo" top: "bar" }\n'
-        'layer { name: "foo2" type: "FooLayer" bottom: "bar" top: "foo2" }\n' + extra
+        'layer { name: "foo2" type: "FooLayer" bottom: "bar" top: "foo2" }\n'
     ))
-    listed = ", ".join(sorted(["BarLayer", "FooLayer", *untranslatable]))
+    listed = ", ".join(sorted(["BarLayer", "FooLayer"]))
     return dict(args=(path,), says=[f"unsupported layer type(s): {listed}"])
 
 
@@ -334,8 +332,7 @@ def test_converter_bug_exits_1_naming_the_layer(tmp_path, monkeypatch):
     def broken(ctx, node, inputs):
         raise RuntimeError("boom")
 
-    supported_types()  # register every translator before replacing one
-    monkeypatch.setitem(TRANSLATORS, "ReLU", broken)
+    monkeypatch.setitem(spec.SPECS, "ReLU", dataclasses.replace(spec.of("ReLU"), translate=broken))
     with pytest.raises(InternalError) as info:
         caffe2keras.convert(str(PROTOTXT), str(WEIGHTS))
     assert info.value.layer == "relu" and isinstance(info.value.__cause__, RuntimeError)

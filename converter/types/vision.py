@@ -1,12 +1,20 @@
 """Spatial layers without weights: Pooling and LRN."""
 
 from .._lazy import keras, layers
-from ..shapes import free, pool_ceil, pool_geometry
-from . import translator
-from .core import same_is_caffe
+from ..shapes import fixed_size, free, pool_ceil, pool_geometry, same_4d, same_is_caffe
+from ..spec import register
 
 
-@translator("Pooling")
+def shape_pooling(node, bottoms):
+    _, _, _, out = pool_geometry(node.param.pooling_param, bottoms[0])
+    n, c = bottoms[0][:2]
+    tops = [(n, c) + out]
+    if len(node.param.top) > 1 and free(*out):
+        raise fixed_size("Pooling with a mask top", "its unpooling layer writes into a map of one size")
+    return tops * len(node.param.top)  # a second top is the MAX argmax mask
+
+
+@register("Pooling", shape=shape_pooling, any_size=True)
 def pooling(ctx, node, inputs):
     p = node.param.pooling_param
     x = inputs[0]
@@ -52,7 +60,7 @@ def pooling(ctx, node, inputs):
     return [layer(value)]
 
 
-@translator("LRN")
+@register("LRN", shape=same_4d, any_size=True)
 def lrn(ctx, node, inputs):
     p = node.param.lrn_param
     if p.local_size % 2 == 0:

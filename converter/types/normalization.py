@@ -4,12 +4,25 @@ import numpy as np
 
 from .. import weights
 from .._lazy import layers
+from ..errors import ConversionError
 from ..layout import Tensor
-from ..shapes import canonical_axis
-from . import translator
+from ..shapes import canonical_axis, legacy_shape, same_shape
+from ..spec import Learned, register
 
 
-@translator("BatchNorm")
+def shape_batch_norm(node, bottoms):
+    if len(bottoms[0]) < 2:
+        raise ConversionError(f"BatchNorm needs a bottom with a channel axis, got {list(bottoms[0])}")
+    return [bottoms[0]]
+
+
+def learned_batch_norm(node, bottoms, held=None):
+    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    # The statistics are stored scaled by a factor (the third blob), which old caffemodels lack.
+    return [Learned("mean", (channels,)), Learned("variance", (channels,)), Learned("scale_factor", None)]
+
+
+@register("BatchNorm", shape=shape_batch_norm, learned=learned_batch_norm, any_size=True)
 def batch_norm(ctx, node, inputs):
     p = node.param.batch_norm_param
     x = inputs[0]
@@ -79,7 +92,27 @@ def _by_blob(ctx, node, x, b, axis, op, name):
     return (layer([x.value, value_b]), x.layout)
 
 
-@translator("Scale")
+def _learned_shape(bottoms, p):
+    """The shape of a Scale or Bias parameter: the first bottom's axes [axis, axis + num_axes),
+    or the second bottom's shape when it holds the parameter."""
+    if len(bottoms) > 1:
+        return bottoms[1]
+    axis = p.axis % len(bottoms[0])
+    return tuple(bottoms[0][axis:] if p.num_axes == -1 else bottoms[0][axis : axis + p.num_axes])
+
+
+def learned_scale(node, bottoms, held=None):
+    """The factors (unless a second bottom holds them) and, with bias_term, the bias."""
+    p = node.param.scale_param
+    shape = _learned_shape(bottoms, p)
+    return ([Learned("scale", shape)] if len(bottoms) == 1 else []) + ([Learned("bias", shape)] if p.bias_term else [])
+
+
+def learned_bias(node, bottoms, held=None):
+    return [Learned("bias", _learned_shape(bottoms, node.param.bias_param))] if len(bottoms) == 1 else []
+
+
+@register("Scale", shape=same_shape, learned=learned_scale, any_size=True)
 def scale(ctx, node, inputs):
     p = node.param.scale_param
     try:
@@ -88,7 +121,7 @@ def scale(ctx, node, inputs):
         raise ctx.fail(node, str(err)) from None
 
 
-@translator("Bias")
+@register("Bias", shape=same_shape, learned=learned_bias, any_size=True)
 def bias(ctx, node, inputs):
     p = node.param.bias_param
     try:
@@ -97,7 +130,12 @@ def bias(ctx, node, inputs):
         raise ctx.fail(node, str(err)) from None
 
 
-@translator("MVN")
+def shape_mvn(node, bottoms):
+    """MVN reshapes its top to (num, channels, height, width): 4-D whatever the bottom's rank."""
+    return [legacy_shape(bottoms[0], "MVN")]
+
+
+@register("MVN", shape=shape_mvn, any_size=True)
 def mvn(ctx, node, inputs):
     p = node.param.mvn_param
     # Caffe's top is the bottom read as (num, channels, height, width), whatever its rank.

@@ -5,12 +5,23 @@ Axes are Caffe's; each translator maps them to the Keras tensor's layout, and as
 own order only where the operation depends on memory order (Flatten, Reshape, Permute).
 """
 
+import math
+
 import numpy as np
 
 from .._lazy import keras, layers
+from ..errors import ConversionError
 from ..layout import CAFFE, NHWC, NHWC_ORDER, canonical, keras_axis
-from ..shapes import VIEW, canonical_axis, free, permute_order, slice_points
-from . import translator
+from ..shapes import canonical_axis, fixed_size, free, same_shape, shape_text
+from ..spec import VIEW, register
+
+
+def one_free_axis(shape, what):
+    """``shape``, refused when it has several free axes: a view can leave one size to be
+    computed when the model runs, not more."""
+    if sum(d is None for d in shape) > 1:
+        raise fixed_size(f"{what} into {shape_text(shape)}", "a view can leave one size free, not more")
+    return shape
 
 
 def _common_layout(ctx, node, inputs):
@@ -25,7 +36,19 @@ def _common_layout(ctx, node, inputs):
 CONCAT_GROUP = 64
 
 
-@translator("Concat")
+def shape_concat(node, bottoms):
+    p = node.param.concat_param
+    axis = p.concat_dim if p.HasField("concat_dim") else p.axis
+    axis = canonical_axis(axis, len(bottoms[0]))
+    out = list(bottoms[0])
+    for b in bottoms[1:]:
+        if len(b) != len(out) or any(b[i] != out[i] for i in range(len(out)) if i != axis):
+            raise ConversionError(f"Concat inputs {list(bottoms[0])} and {list(b)} differ off axis {axis}")
+        out[axis] = None if free(out[axis], b[axis]) else out[axis] + b[axis]
+    return [tuple(out)]
+
+
+@register("Concat", shape=shape_concat, any_size=True)
 def concat(ctx, node, inputs):
     p = node.param.concat_param
     axis = canonical_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, inputs[0].rank)
@@ -42,7 +65,39 @@ def concat(ctx, node, inputs):
     return [(y, layout)]
 
 
-@translator("Slice")
+def slice_points(node, bottom):
+    p = node.param.slice_param
+    axis = p.slice_dim if p.HasField("slice_dim") else p.axis
+    axis = canonical_axis(axis, len(bottom))
+    n_tops = len(node.param.top)
+    size = bottom[axis]
+    if size is None:
+        raise fixed_size("Slice along a spatial axis", "its slice points cut one size")
+    if p.slice_point:
+        points = list(p.slice_point)
+        if len(points) != n_tops - 1:
+            raise ConversionError(f"{len(points)} slice points for {n_tops} tops")
+    else:
+        if size % n_tops:
+            raise ConversionError(f"axis {axis} of size {size} does not divide into {n_tops} tops")
+        points = [size // n_tops * i for i in range(1, n_tops)]
+    bounds = [0] + points + [size]
+    if any(b1 <= b0 for b0, b1 in zip(bounds, bounds[1:])):
+        raise ConversionError(f"slice points {points} do not cut axis {axis} of size {size} into non-empty parts")
+    return axis, bounds
+
+
+def shape_slice(node, bottoms):
+    axis, bounds = slice_points(node, bottoms[0])
+    out = []
+    for b0, b1 in zip(bounds, bounds[1:]):
+        s = list(bottoms[0])
+        s[axis] = b1 - b0
+        out.append(tuple(s))
+    return out
+
+
+@register("Slice", shape=shape_slice, any_size=True)
 def slice_(ctx, node, inputs):
     x = inputs[0]
     axis, bounds = slice_points(node, x.shape)
@@ -50,14 +105,25 @@ def slice_(ctx, node, inputs):
     return [(o, x.layout) for o in outs]
 
 
-@translator("Split")
+def shape_split(node, bottoms):
+    return [bottoms[0]] * len(node.param.top)
+
+
+@register("Split", shape=shape_split, any_size=True)
 def split(ctx, node, inputs):
     x = inputs[0]
     y = keras.layers.Identity(name=ctx.name(node))(x.value)
     return [(y, x.layout)] * len(node.tops)
 
 
-@translator("Eltwise")
+def shape_eltwise(node, bottoms):
+    for b in bottoms[1:]:
+        if b != bottoms[0]:
+            raise ConversionError(f"Eltwise bottoms differ in shape: {list(bottoms[0])} and {list(b)}")
+    return [bottoms[0]]
+
+
+@register("Eltwise", shape=shape_eltwise, any_size=True)
 def eltwise(ctx, node, inputs):
     p = node.param.eltwise_param
     op = p.EltwiseOp.Name(p.operation)
@@ -93,7 +159,11 @@ def _reshape(ctx, node, x, target):
     return [(y, CAFFE)]
 
 
-@translator(VIEW)
+def shape_view(node, bottoms):
+    return [bottoms[1]]
+
+
+@register(VIEW, shape=shape_view, any_size=True)
 def view(ctx, node, inputs):
     """A blob whose memory another one's in-place layer wrote: that value, in this blob's shape."""
     x = inputs[0]
@@ -103,7 +173,18 @@ def view(ctx, node, inputs):
     return _reshape(ctx, node, x, target)
 
 
-@translator("Flatten")
+def shape_flatten(node, bottoms):
+    p = node.param.flatten_param
+    b = bottoms[0]
+    start = canonical_axis(p.axis, len(b))
+    end = canonical_axis(p.end_axis, len(b))
+    if end < start:
+        raise ConversionError(f"Flatten end_axis {p.end_axis} comes before axis {p.axis} in a blob of {len(b)} axes")
+    merged = None if free(*b[start : end + 1]) else math.prod(b[start : end + 1])
+    return [one_free_axis(b[:start] + (merged,) + b[end + 1 :], "Flatten")]
+
+
+@register("Flatten", shape=shape_flatten, any_size=True)
 def flatten(ctx, node, inputs):
     x = inputs[0]
     target = ctx.shape(node)
@@ -113,12 +194,68 @@ def flatten(ctx, node, inputs):
     return _reshape(ctx, node, x, target)
 
 
-@translator("Reshape")
+def reshape_target(p, bottom):
+    """Caffe's Reshape: dims of ``shape`` replace axes [axis, axis+num_axes); 0 copies, -1 infers."""
+    rank = len(bottom)
+    axis = p.axis if p.axis >= 0 else rank + p.axis + 1
+    if not 0 <= axis <= rank:
+        raise ConversionError(f"Reshape axis {p.axis} out of range for {list(bottom)}")
+    end = rank if p.num_axes == -1 else axis + p.num_axes
+    if end > rank:
+        raise ConversionError(f"Reshape num_axes {p.num_axes} too large for {list(bottom)}")
+    dims = list(p.shape.dim)
+    new = []
+    infer_at = None
+    for i, d in enumerate(dims):
+        if d == 0:
+            if axis + i >= rank:
+                raise ConversionError("Reshape dim 0 copies an axis the bottom does not have")
+            new.append(bottom[axis + i])
+        elif d == -1:
+            if infer_at is not None:
+                raise ConversionError("Reshape has more than one -1")
+            infer_at = i
+            new.append(1)
+        elif d < 0:
+            raise ConversionError(f"Reshape dim {d} is invalid")
+        else:
+            new.append(d)
+    out = list(bottom[:axis]) + new + list(bottom[end:])
+    if free(*bottom):
+        if infer_at is not None:
+            out[axis + infer_at] = None
+        if not free(*out):
+            raise fixed_size(f"Reshape into {shape_text(out)}", "its explicit dimensions fix the element count")
+        return one_free_axis(tuple(out), "Reshape")
+    total = math.prod(bottom)
+    if infer_at is not None:
+        rest = math.prod(out)
+        if rest == 0 or total % rest:
+            raise ConversionError(f"Reshape cannot infer -1: {total} elements into {out}")
+        out[axis + infer_at] = total // rest
+    if math.prod(out) != total:
+        raise ConversionError(f"Reshape of {list(bottom)} into {out} changes the element count")
+    return tuple(out)
+
+
+def shape_reshape(node, bottoms):
+    return [reshape_target(node.param.reshape_param, bottoms[0])]
+
+
+@register("Reshape", shape=shape_reshape, any_size=True)
 def reshape(ctx, node, inputs):
     return _reshape(ctx, node, inputs[0], ctx.shape(node))
 
 
-@translator("Crop")
+def shape_crop(node, bottoms):
+    if len(bottoms) != 2:
+        raise ConversionError("Crop needs two bottoms (the blob and the reference)")
+    a, ref = bottoms
+    axis = canonical_axis(node.param.crop_param.axis, len(a))
+    return [a[:axis] + ref[axis:]]
+
+
+@register("Crop", shape=shape_crop, any_size=True)
 def crop(ctx, node, inputs):
     x, ref = inputs
     p = node.param.crop_param
@@ -150,7 +287,22 @@ def crop(ctx, node, inputs):
     return [(y, x.layout)]
 
 
-@translator("Permute")
+def permute_order(p, rank):
+    order = list(p.order)
+    for a in order:
+        if not 0 <= a < rank:
+            raise ConversionError(f"Permute order {order} out of range for {rank} axes")
+    if len(set(order)) != len(order):
+        raise ConversionError(f"Permute order {order} repeats an axis")
+    return order + [a for a in range(rank) if a not in order]
+
+
+def shape_permute(node, bottoms):
+    order = permute_order(node.param.permute_param, len(bottoms[0]))
+    return [tuple(bottoms[0][a] for a in order)]
+
+
+@register("Permute", shape=shape_permute, any_size=True)
 def permute(ctx, node, inputs):
     x = inputs[0]
     order = permute_order(node.param.permute_param, x.rank)
@@ -170,7 +322,7 @@ def permute(ctx, node, inputs):
     return [(keras.layers.Permute(tuple(perm[1:]), name=ctx.name(node, layout=layout))(x.value), layout)]
 
 
-@translator("Softmax")
+@register("Softmax", shape=same_shape, any_size=True)
 def softmax(ctx, node, inputs):
     x = inputs[0]
     axis = canonical_axis(node.param.softmax_param.axis, x.rank)
@@ -186,7 +338,12 @@ def softmax(ctx, node, inputs):
     return [(keras.layers.Reshape(tuple(x.shape[1:]), name=ctx.name(node))(value), CAFFE)]
 
 
-@translator("Reduction")
+def shape_reduction(node, bottoms):
+    axis = canonical_axis(node.param.reduction_param.axis, len(bottoms[0]))
+    return [bottoms[0][:axis]]
+
+
+@register("Reduction", shape=shape_reduction, any_size=True)
 def reduction(ctx, node, inputs):
     x = inputs[0]
     p = node.param.reduction_param
@@ -201,7 +358,27 @@ def reduction(ctx, node, inputs):
     return [(y, CAFFE)]
 
 
-@translator("ArgMax")
+def shape_argmax(node, bottoms):
+    p = node.param.argmax_param
+    b = bottoms[0]
+    if p.top_k < 1:
+        raise ConversionError("ArgMax top_k must be at least 1")
+    if p.HasField("axis"):
+        axis = canonical_axis(p.axis, len(b))
+        if b[axis] is None:
+            raise fixed_size("ArgMax along a spatial axis", "its top_k must fit the axis")
+        if p.top_k > b[axis]:
+            raise ConversionError(f"top_k {p.top_k} exceeds axis size {b[axis]}")
+        return [b[:axis] + (p.top_k,) + b[axis + 1 :]]
+    if free(*b):
+        raise fixed_size("ArgMax over whole items", "its top_k must fit the item")
+    if p.top_k > math.prod(b[1:]):
+        raise ConversionError(f"top_k {p.top_k} exceeds the {math.prod(b[1:])} values of each item")
+    # Caffe keeps the bottom's rank (at least 3): (N, 1 or 2, top_k, 1, ...).
+    return [(b[0], 2 if p.out_max_val else 1, p.top_k) + (1,) * (len(b) - 3)]
+
+
+@register("ArgMax", shape=shape_argmax, any_size=True)
 def argmax(ctx, node, inputs):
     x = inputs[0]
     p = node.param.argmax_param
@@ -214,7 +391,15 @@ def argmax(ctx, node, inputs):
     return [(y, CAFFE)]
 
 
-@translator("Tile")
+def shape_tile(node, bottoms):
+    p = node.param.tile_param
+    b = list(bottoms[0])
+    axis = canonical_axis(p.axis, len(b))
+    b[axis] = None if b[axis] is None else b[axis] * p.tiles
+    return [tuple(b)]
+
+
+@register("Tile", shape=shape_tile, any_size=True)
 def tile(ctx, node, inputs):
     x = inputs[0]
     p = node.param.tile_param

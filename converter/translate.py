@@ -1,6 +1,6 @@
-"""Translation of a shaped graph into a Keras functional model, one translator per Caffe type.
+"""Translation of a shaped graph into a Keras functional model, by each Caffe type's translator.
 
-A translator is registered by Caffe type name with :func:`translator` and called as
+A translator is registered with its type's spec (:func:`caffe2keras.spec.register`) and called as
 ``fn(ctx, node, inputs)`` where ``inputs`` are :class:`~caffe2keras.layout.Tensor` values of the
 node's bottoms (4-D ones NHWC). It returns one entry per top: a Keras tensor in the canonical
 layout, or a ``(keras_tensor, layout)`` pair. Names come from :mod:`caffe2keras.naming`, decided
@@ -10,40 +10,13 @@ before any layer is built: the layer producing the tops is ``ctx.name(node)``, h
 name, so every Caffe layer's tops are reachable by name in the layout users are promised.
 """
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 
-from .. import naming, weights
-from .._lazy import blobtable, keras, preprocess
-from ..errors import ConversionError, InternalError
-from ..graph import learned_shapes
-from ..layout import CAFFE, NHWC, Tensor, canonical, keras_shape, permute_dims
-from ..shapes import VIEW, legacy_shape
-
-TRANSLATORS = {}
-
-
-def translator(*types):
-    def register(fn):
-        for t in types:
-            TRANSLATORS[t] = fn
-        return fn
-
-    return register
-
-
-def _register_all():
-    """Import every module of this package: each registers its own translators, so the registry
-    cannot fall behind the package."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-def supported_types():
-    """The Caffe layer types that have a translator, sorted."""
-    _register_all()
-    return sorted(t for t in TRANSLATORS if t != VIEW)
+from . import naming, spec, weights
+from ._lazy import blobtable, keras, preprocess
+from .errors import ConversionError, InternalError
+from .layout import CAFFE, NHWC, Tensor, canonical, keras_shape, permute_dims
+from .shapes import legacy_shape
 
 
 class Context:
@@ -107,13 +80,13 @@ class Context:
 
     def params(self, node):
         """The node's learned blobs, checked against the Caffe shapes the prototxt implies
-        (:func:`~caffe2keras.graph.learned_shapes`). None when converting without a caffemodel."""
+        (:func:`~caffe2keras.spec.learned_shapes`). None when converting without a caffemodel."""
         if self.weights is None:
             return None
         blobs = self.weights.take(node.name)
         if blobs is None:
             raise self.fail(node, f"{node.type} layer has no weights in the caffemodel")
-        expected = learned_shapes(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
+        expected = spec.learned_shapes(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
         try:
             return weights.fit_blobs(node.type, blobs, expected)
         except ValueError as err:
@@ -148,8 +121,8 @@ def _preprocessed(inputs, options, names, path):
 def build_model(graph, weights=None, preprocessing=None):
     """The Keras model of ``graph``; ``preprocessing`` (options of
     :func:`caffe2keras.preprocess.make_layer`) puts Caffe's Transformer on the image input."""
-    _register_all()
-    unsupported = sorted({n.type for n in graph.nodes if n.type not in TRANSLATORS})
+    specs = spec.load()
+    unsupported = sorted({n.type for n in graph.nodes if n.type not in specs})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=graph.path)
     names = naming.assign(graph)
@@ -167,7 +140,7 @@ def build_model(graph, weights=None, preprocessing=None):
               for bid, v in zip(graph.inputs, seen)}
 
     for node in graph.nodes:
-        outs = TRANSLATORS[node.type](ctx, node, [values[b] for b in node.bottoms])
+        outs = specs[node.type].translate(ctx, node, [values[b] for b in node.bottoms])
         if len(outs) != len(node.tops):
             raise InternalError(
                 f"internal: translator made {len(outs)} outputs for {len(node.tops)} tops", file=graph.path, layer=node.name

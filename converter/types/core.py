@@ -1,39 +1,21 @@
 """Layers with learned weights: Convolution, Deconvolution, InnerProduct, Embed."""
 
+import math
+
 import numpy as np
 
 from .. import weights
 from .._lazy import keras, layers
+from ..errors import ConversionError
 from ..layout import CAFFE, NHWC
-from ..shapes import conv_geometry
-from . import translator
+from ..shapes import canonical_axis, conv_geometry, fixed_size, free, same_is_caffe, spatial_params
+from ..spec import Learned, register
 
 
 def _conv_bias(ctx, node, params, out_channels):
     if not node.param.convolution_param.bias_term:
         return []
     return [params[1].reshape(out_channels)]
-
-
-def same_is_caffe(in_hw, kernel, stride, pad, out_hw, dilation=(1, 1)):
-    """Whether TensorFlow's SAME padding places the windows exactly where Caffe's ``pad`` does,
-    so the op pads internally instead of after a separate ZeroPadding2D copy.
-
-    SAME gives ``ceil(size / stride)`` outputs and pads ``total // 2`` before, the rest after;
-    when the output sizes agree and the leading pads are equal, the trailing pad is exactly the
-    part of Caffe's that its windows read (e.g. 3x3 stride 1 pad 1; not 7x7 stride 2 pad 3,
-    where SAME pads 2 before).
-    """
-    for size, k, s, p, o, d in zip(in_hw, kernel, stride, pad, out_hw, dilation):
-        if size is None:  # free: at stride 1 SAME pads d * (k - 1) in all, half before, at every size
-            if s != 1 or 2 * p != d * (k - 1):
-                return False
-            continue
-        same_out = -(-size // s)
-        total = max((same_out - 1) * s + d * (k - 1) + 1 - size, 0)
-        if o != same_out or total // 2 != p:
-            return False
-    return True
 
 
 def _call_holding(layer, value, kernel, initializer_attr="kernel_initializer"):
@@ -60,7 +42,32 @@ def _call_holding(layer, value, kernel, initializer_attr="kernel_initializer"):
         setattr(layer, initializer_attr, default)
 
 
-@translator("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution")
+def shape_convolution(node, bottoms):
+    p = node.param.convolution_param
+    kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
+    n, c, h, w = bottoms[0]
+    out = [n, p.num_output]
+    for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
+        extent = d * (k - 1) + 1
+        out.append(None if size is None else (size + 2 * q - extent) // s + 1)
+    return [tuple(out)]
+
+
+def learned_convolution(node, bottoms, held=None):
+    """The kernel, (out, in / group, kh, kw) or Deconvolution's (in, out / group, kh, kw), and the bias."""
+    p = node.param.convolution_param
+    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    out = p.num_output
+    group = p.group if node.type in ("Convolution", "Deconvolution") else channels
+    if group <= 0 or channels % group or out % group:
+        raise ConversionError(f"group {group} does not divide {channels} input and {out} output channels")
+    kernel = spatial_params(p, "kernel", 0)
+    weight = (channels, out // group, *kernel) if node.type == "Deconvolution" else (out, channels // group, *kernel)
+    return [Learned("weight", weight)] + ([Learned("bias", (out,))] if p.bias_term else [])
+
+
+@register("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution",
+          shape=shape_convolution, learned=learned_convolution, any_size=True)
 def convolution(ctx, node, inputs):
     p = node.param.convolution_param
     x = inputs[0]
@@ -113,7 +120,17 @@ def convolution(ctx, node, inputs):
     return [y]
 
 
-@translator("Deconvolution")
+def shape_deconvolution(node, bottoms):
+    p = node.param.convolution_param
+    kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
+    n, c, h, w = bottoms[0]
+    out = [n, p.num_output]
+    for size, k, s, q, d in zip((h, w), kernel, stride, pad, dilation):
+        out.append(None if size is None else s * (size - 1) + d * (k - 1) + 1 - 2 * q)
+    return [tuple(out)]
+
+
+@register("Deconvolution", shape=shape_deconvolution, learned=learned_convolution, any_size=True)
 def deconvolution(ctx, node, inputs):
     p = node.param.convolution_param
     x = inputs[0]
@@ -137,7 +154,23 @@ def deconvolution(ctx, node, inputs):
     return [y]
 
 
-@translator("InnerProduct")
+def shape_inner_product(node, bottoms):
+    p = node.param.inner_product_param
+    axis = canonical_axis(p.axis, len(bottoms[0]))
+    if free(*bottoms[0][axis:]):
+        raise fixed_size("InnerProduct over the spatial axes", "its weights span the flattened C×H×W")
+    return [bottoms[0][:axis] + (p.num_output,)]
+
+
+def learned_inner_product(node, bottoms, held=None):
+    p = node.param.inner_product_param
+    spanned = bottoms[0][canonical_axis(p.axis, len(bottoms[0])):]
+    inputs = None if free(*spanned) else math.prod(spanned)
+    weight = (inputs, p.num_output) if p.transpose else (p.num_output, inputs)
+    return [Learned("weight", weight)] + ([Learned("bias", (p.num_output,))] if p.bias_term else [])
+
+
+@register("InnerProduct", shape=shape_inner_product, learned=learned_inner_product, any_size=True)
 def inner_product(ctx, node, inputs):
     p = node.param.inner_product_param
     x = inputs[0]
@@ -170,7 +203,19 @@ def inner_product(ctx, node, inputs):
     return [(y, CAFFE) if out_layout else y]
 
 
-@translator("Embed")
+def shape_embed(node, bottoms):
+    if node.param.embed_param.input_dim < 1:
+        raise ConversionError("Embed input_dim must be positive (the number of rows of its table)")
+    return [bottoms[0] + (node.param.embed_param.num_output,)]
+
+
+def learned_embed(node, bottoms, held=None):
+    p = node.param.embed_param
+    bias = [Learned("bias", (p.num_output,))] if p.bias_term else []
+    return [Learned("weight", (p.input_dim, p.num_output))] + bias
+
+
+@register("Embed", shape=shape_embed, learned=learned_embed)
 def embed(ctx, node, inputs):
     p = node.param.embed_param
     x = inputs[0]

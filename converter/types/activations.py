@@ -4,14 +4,15 @@ They work in whatever layout their bottom has, so they never cause a transpose.
 """
 
 from .._lazy import keras, layers
-from . import translator
+from ..shapes import channelwise_legacy, same_shape
+from ..spec import Learned, register
 
 
 def _same_layout(layer, x):
     return [(layer(x.value), x.layout)]
 
 
-@translator("ReLU")
+@register("ReLU", shape=same_shape, any_size=True)
 def relu(ctx, node, inputs):
     slope = node.param.relu_param.negative_slope
     if slope < 0:
@@ -24,7 +25,7 @@ def relu(ctx, node, inputs):
     return _same_layout(layer, inputs[0])
 
 
-@translator("ReLU6")
+@register("ReLU6", shape=same_shape, any_size=True)
 def relu6(ctx, node, inputs):
     # min(max(x, 0) + negative_slope * min(x, 0), 6); the slope is in relu6_param (MobileNet-YOLO
     # and the oracle's fork) or relu_param (NVIDIA's fork).
@@ -37,7 +38,12 @@ def relu6(ctx, node, inputs):
     return _same_layout(layer, inputs[0])
 
 
-@translator("PReLU")
+def learned_prelu(node, bottoms, held=None):
+    channels = bottoms[0][1] if len(bottoms[0]) > 1 else 1
+    return [Learned("slope", (1,) if node.param.prelu_param.channel_shared else (channels,))]
+
+
+@register("PReLU", shape=channelwise_legacy, learned=learned_prelu, any_size=True)
 def prelu(ctx, node, inputs):
     x = inputs[0]
     p = node.param.prelu_param
@@ -51,78 +57,78 @@ def prelu(ctx, node, inputs):
     return [(y, x.layout)]
 
 
-@translator("ELU")
+@register("ELU", shape=same_shape, any_size=True)
 def elu(ctx, node, inputs):
     return _same_layout(keras.layers.ELU(alpha=node.param.elu_param.alpha, name=ctx.name(node)), inputs[0])
 
 
-@translator("Sigmoid")
+@register("Sigmoid", shape=same_shape, any_size=True)
 def sigmoid(ctx, node, inputs):
     return _same_layout(keras.layers.Activation("sigmoid", name=ctx.name(node)), inputs[0])
 
 
-@translator("TanH")
+@register("TanH", shape=same_shape, any_size=True)
 def tanh(ctx, node, inputs):
     return _same_layout(keras.layers.Activation("tanh", name=ctx.name(node)), inputs[0])
 
 
-@translator("BNLL")
+@register("BNLL", shape=same_shape, any_size=True)
 def bnll(ctx, node, inputs):
     # Caffe's BNLL is log(1 + exp(x)), computed stably: softplus.
     return _same_layout(keras.layers.Activation("softplus", name=ctx.name(node)), inputs[0])
 
 
-@translator("AbsVal")
+@register("AbsVal", shape=same_shape, any_size=True)
 def absval(ctx, node, inputs):
     return _same_layout(layers.AbsVal(name=ctx.name(node)), inputs[0])
 
 
-@translator("Power")
+@register("Power", shape=same_shape, any_size=True)
 def power(ctx, node, inputs):
     p = node.param.power_param
     return _same_layout(layers.Power(p.power, p.scale, p.shift, name=ctx.name(node)), inputs[0])
 
 
-@translator("Exp")
+@register("Exp", shape=same_shape, any_size=True)
 def exp(ctx, node, inputs):
     p = node.param.exp_param
     return _same_layout(layers.Exp(p.base, p.scale, p.shift, name=ctx.name(node)), inputs[0])
 
 
-@translator("Log")
+@register("Log", shape=same_shape, any_size=True)
 def log(ctx, node, inputs):
     p = node.param.log_param
     return _same_layout(layers.Log(p.base, p.scale, p.shift, name=ctx.name(node)), inputs[0])
 
 
-@translator("Threshold")
+@register("Threshold", shape=same_shape, any_size=True)
 def threshold(ctx, node, inputs):
     return _same_layout(layers.Threshold(node.param.threshold_param.threshold, name=ctx.name(node)), inputs[0])
 
 
-@translator("Clip")
+@register("Clip", shape=same_shape, any_size=True)
 def clip(ctx, node, inputs):
     p = node.param.clip_param
     return _same_layout(layers.Clip(p.min, p.max, name=ctx.name(node)), inputs[0])
 
 
-@translator("Swish")
+@register("Swish", shape=same_shape, any_size=True)
 def swish(ctx, node, inputs):
     return _same_layout(layers.Swish(node.param.swish_param.beta, name=ctx.name(node)), inputs[0])
 
 
-@translator("HardSigmoid")
+@register("HardSigmoid", shape=same_shape, any_size=True)
 def hard_sigmoid(ctx, node, inputs):
     p = node.param.hardsigmoid_param
     return _same_layout(layers.HardSigmoid(p.alpha, p.beta, name=ctx.name(node)), inputs[0])
 
 
-@translator("HardSwish")
+@register("HardSwish", shape=same_shape, any_size=True)
 def hard_swish(ctx, node, inputs):
     return _same_layout(layers.HardSwish(name=ctx.name(node)), inputs[0])
 
 
-@translator("Dropout")
+@register("Dropout", shape=same_shape, any_size=True)
 def dropout(ctx, node, inputs):
     p = node.param.dropout_param
     if not p.scale_train:
