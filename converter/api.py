@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from . import caffemodel, depth, export, graph, prototxt
-from .errors import ConversionError, ConversionWarning, InternalError, clip
+from .errors import ConversionError, ConversionWarning, InternalError, clip, failing_layer
 from .spec import supported_types
 
 # How many layer names an error message lists before summarising.
@@ -411,28 +411,13 @@ def _boundary(path):
     except MemoryError:
         raise ConversionError("not enough memory to convert this model", file=path) from None
     except Exception as err:
-        layer = _failing_layer(err.__traceback__)
+        layer = failing_layer(err)
         raise InternalError(
             f"internal error while converting{' this layer' if layer else ''}: {type(err).__name__}: "
             f"{clip(ANSI_STYLE.sub('', str(err)))}",
             file=path,
             layer=layer,
         ) from err
-
-
-def _failing_layer(tb):
-    """The name of the innermost graph node on the traceback: every per-layer function (shape,
-    translator, weight check) takes the node as its ``node`` argument. Loops over nodes are not
-    asked, as their ``node`` may be a finished iteration's."""
-    layer = None
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if "node" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]:
-            node = tb.tb_frame.f_locals.get("node")
-            if isinstance(node, graph.Node):
-                layer = node.name
-        tb = tb.tb_next
-    return layer
 
 
 __all__ = ["build", "check", "convert", "convert_one", "parse_input_shapes", "save", "ConversionError",

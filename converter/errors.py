@@ -5,7 +5,11 @@ still catch one type, and the CLI tells the two apart (exit 2 for bad input, 1 f
 What converts but deserves a word (weights the network does not use) is a
 :class:`ConversionWarning`, issued through :mod:`warnings`. :func:`clip` shortens the text of
 other libraries' exceptions quoted in a message without cutting a word or a quotation.
+:func:`at_layer` marks any other exception escaping one layer's work with that layer, for
+:func:`failing_layer` to name where a bug struck.
 """
+
+import contextlib
 
 # The most characters of another library's message quoted in one of ours.
 QUOTED_CHARS = 300
@@ -80,3 +84,23 @@ def _open_quotation(text):
 
 def _inside_word(text, i):
     return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
+@contextlib.contextmanager
+def at_layer(name):
+    """Work on the Caffe layer ``name`` (its shapes, weights or translation): an exception escaping
+    it other than a ConversionError, a converter bug, is marked with the layer unless a layer
+    nested in this work marked it already."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except Exception as err:
+        if failing_layer(err) is None:
+            err.caffe_layer = name
+        raise
+
+
+def failing_layer(err):
+    """The layer whose work raised ``err`` (see :func:`at_layer`), or None."""
+    return getattr(err, "caffe_layer", None)

@@ -8,7 +8,7 @@ distinct values; the Caffe name stays on :class:`Blob` for naming outputs.
 from dataclasses import dataclass, field
 
 from . import spec
-from .errors import ConversionError
+from .errors import ConversionError, at_layer
 
 # Refuse blobs (activations) larger than this many elements before anything is allocated: 8 GiB
 # of float32, and the most TensorFlow's kernels index with their 32-bit integers.
@@ -147,8 +147,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
         bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
-            top_shapes = spec.infer(node, bottom_shapes)
-            params += _check_params(node, bottom_shapes, params, limit)
+            with at_layer(lname):
+                top_shapes = spec.infer(node, bottom_shapes)
+                params += _check_params(node, bottom_shapes, params, limit)
         except ConversionError as err:
             raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
         if len(top_shapes) != len(tops):

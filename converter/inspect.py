@@ -11,7 +11,7 @@ conversion checks them; a layer whose weights are missing or misshapen is listed
 from dataclasses import asdict, dataclass, field
 
 from . import caffemodel, graph, prototxt, shapes, spec, weights
-from .errors import ConversionError
+from .errors import ConversionError, at_layer
 
 # How many layers the caffemodel holds and the prototxt lacks are named.
 SHOWN_EXTRA = 10
@@ -83,35 +83,40 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
 
     known = {name: shape for name, shape in inputs.items()}
     for layer in netdef.layers:
-        if layer.type == "Input":
-            tops = list(layer.top)
-            report.rows.append(Row(layer.name, "Input", [], tops, [_list(known.get(t)) for t in tops], 0))
-            continue
-        node = graph.Node(name=layer.name, type=layer.type, param=layer, bottoms=list(layer.bottom))
-        bottom_shapes = [known.get(b) for b in layer.bottom]
-        row = Row(layer.name, layer.type, list(layer.bottom), list(layer.top), [None] * len(layer.top))
-        row.supported = layer.type in supported
-        if not row.supported:
-            row.note = "no translator for this type"
-        elif any(s is None for s in bottom_shapes):
-            row.note = "input shape unknown"
-        else:
-            try:
-                tops = spec.infer(node, bottom_shapes)
-                row.shapes = [_list(s) for s in tops][: len(layer.top)]
-            except ConversionError as err:
-                row.supported = False
-                row.note = err.message
-        for top, shape in zip(layer.top, row.shapes):
-            known[top] = tuple(shape) if shape is not None else None
-        row.params = _params(node, bottom_shapes, blobs)
-        if blobs is not None and row.supported and all(s is not None for s in bottom_shapes):
-            row.weights = _misfit(node, bottom_shapes, blobs.layers.get(node.name))
-        report.rows.append(row)
+        with at_layer(layer.name):
+            report.rows.append(_row(layer, known, supported, blobs))
     if blobs is not None:
         present = {layer.name for layer in netdef.layers}
         report.extra_weights = [name for name, held in blobs.layers.items() if held and name not in present]
     return report
+
+
+def _row(layer, known, supported, blobs):
+    """The :class:`Row` of ``layer``, whose bottoms' shapes ``known`` holds (updated with its tops')."""
+    if layer.type == "Input":
+        tops = list(layer.top)
+        return Row(layer.name, "Input", [], tops, [_list(known.get(t)) for t in tops], 0)
+    node = graph.Node(name=layer.name, type=layer.type, param=layer, bottoms=list(layer.bottom))
+    bottom_shapes = [known.get(b) for b in layer.bottom]
+    row = Row(layer.name, layer.type, list(layer.bottom), list(layer.top), [None] * len(layer.top))
+    row.supported = layer.type in supported
+    if not row.supported:
+        row.note = "no translator for this type"
+    elif any(s is None for s in bottom_shapes):
+        row.note = "input shape unknown"
+    else:
+        try:
+            tops = spec.infer(node, bottom_shapes)
+            row.shapes = [_list(s) for s in tops][: len(layer.top)]
+        except ConversionError as err:
+            row.supported = False
+            row.note = err.message
+    for top, shape in zip(layer.top, row.shapes):
+        known[top] = tuple(shape) if shape is not None else None
+    row.params = _params(node, bottom_shapes, blobs)
+    if blobs is not None and row.supported and all(s is not None for s in bottom_shapes):
+        row.weights = _misfit(node, bottom_shapes, blobs.layers.get(node.name))
+    return row
 
 
 def _misfit(node, bottom_shapes, held):

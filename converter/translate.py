@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import naming, spec, weights
 from ._lazy import blobtable, keras, preprocess
-from .errors import ConversionError, InternalError
+from .errors import ConversionError, InternalError, at_layer
 from .layout import CAFFE, NHWC, Tensor, canonical, keras_shape, permute_dims
 from .shapes import legacy_shape
 
@@ -28,6 +28,7 @@ class Context:
         self.weights = weights  # caffemodel.Weights or None (Keras initialisers)
         self._converted = {}
         self._views = set()  # ids of the NHWC views of tops computed in Caffe's order
+        self._learned = (None, None)  # the node last asked for its blobs, and them by name
 
     def name(self, node, suffix=None, layout=None):
         """The Keras name of the layer giving ``node``'s tops, or with ``suffix`` a fresh name for
@@ -78,19 +79,58 @@ class Context:
     def caffe(self, tensor, node):
         return self.as_layout(tensor, CAFFE, node)
 
-    def params(self, node):
-        """The node's learned blobs, checked against the Caffe shapes the prototxt implies
-        (:func:`~caffe2keras.spec.learned_shapes`). None when converting without a caffemodel."""
+    def learned(self, node):
+        """The node's learned blobs by their spec's names, checked against the Caffe shapes the
+        prototxt implies (:func:`~caffe2keras.spec.learned`); None without a caffemodel."""
         if self.weights is None:
             return None
-        blobs = self.weights.take(node.name)
+        if self._learned[0] is not node:
+            blobs = self.weights.take(node.name)
+            if blobs is None:
+                raise self.fail(node, f"{node.type} layer has no weights in the caffemodel")
+            expected = spec.learned(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
+            try:
+                fitted = weights.fit_blobs(node.type, blobs, [b.shape for b in expected])
+            except ValueError as err:
+                raise self.fail(node, str(err)) from None
+            self._learned = (node, {b.name: value for b, value in zip(expected, fitted)})
+        return self._learned[1]
+
+    def bind(self, node, layer, inputs, keras_weights):
+        """``layer`` called on ``inputs``, its weights created holding the node's learned blobs:
+        ``keras_weights(blobs)`` maps the blobs (:meth:`learned`) to the layer's weights by their
+        Keras names. The only way weights enter a model; without a caffemodel Keras' initialisers
+        fill them.
+
+        Each value is the initial value of its variable: no random fill to overwrite, no second
+        buffer for a big kernel (VGG16's fc6: 400 MB).
+        """
+        blobs = self.learned(node)
         if blobs is None:
-            raise self.fail(node, f"{node.type} layer has no weights in the caffemodel")
-        expected = spec.learned_shapes(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
+            return layer(inputs)
+        pending = {name: value for name, value in keras_weights(blobs).items() if value is not None}
+        add_weight = layer.add_weight
+
+        def holding(*args, **kwargs):
+            value = pending.pop(kwargs.get("name"), None)
+            if value is not None:
+                shape = tuple(kwargs["shape"])
+                if shape != value.shape:
+                    raise InternalError(f"internal: {kwargs['name']} of shape {list(value.shape)} for a Keras "
+                                        f"weight of shape {list(shape)}", file=self.graph.path, layer=node.name)
+                kwargs["initializer"] = lambda shape, dtype=None: weights.variable_value(value)
+            return add_weight(*args, **kwargs)
+
+        # The instance's own add_weight while it builds: a Keras layer creates each weight by name.
+        object.__setattr__(layer, "add_weight", holding)
         try:
-            return weights.fit_blobs(node.type, blobs, expected)
-        except ValueError as err:
-            raise self.fail(node, str(err)) from None
+            outputs = layer(inputs)
+        finally:
+            object.__delattr__(layer, "add_weight")
+        if pending:
+            raise InternalError(f"internal: {type(layer).__name__} made no weight named {', '.join(pending)}",
+                                file=self.graph.path, layer=node.name)
+        return outputs
 
 
 @dataclass
@@ -140,7 +180,8 @@ def build_model(graph, weights=None, preprocessing=None):
               for bid, v in zip(graph.inputs, seen)}
 
     for node in graph.nodes:
-        outs = specs[node.type].translate(ctx, node, [values[b] for b in node.bottoms])
+        with at_layer(node.name):
+            outs = specs[node.type].translate(ctx, node, [values[b] for b in node.bottoms])
         if len(outs) != len(node.tops):
             raise InternalError(
                 f"internal: translator made {len(outs)} outputs for {len(node.tops)} tops", file=graph.path, layer=node.name

@@ -50,10 +50,8 @@ def prelu(ctx, node, inputs):
     channel_axis = x.axis(1) if x.rank > 1 else None
     shared = [a for a in range(1, x.rank) if p.channel_shared or a != channel_axis]
     layer = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(node))
-    y = layer(x.value)
-    params = ctx.params(node)
-    if params is not None:
-        layer.set_weights([params[0].reshape(layer.get_weights()[0].shape)])
+    alpha = tuple(1 if a in shared else x.keras_shape[a] for a in range(1, x.rank))
+    y = ctx.bind(node, layer, x.value, lambda blobs: {"alpha": blobs["slope"].reshape(alpha)})
     return [(y, x.layout)]
 
 

@@ -12,36 +12,6 @@ from ..shapes import canonical_axis, conv_geometry, fixed_size, free, same_is_ca
 from ..spec import Learned, register
 
 
-def _conv_bias(ctx, node, params, out_channels):
-    if not node.param.convolution_param.bias_term:
-        return []
-    return [params[1].reshape(out_channels)]
-
-
-def _call_holding(layer, value, kernel, initializer_attr="kernel_initializer"):
-    """Call (and so build) ``layer`` on ``value`` with its kernel variable created holding
-    ``kernel`` (None: Keras' initialiser).
-
-    Filling a kernel with Keras' random initialiser only to overwrite it costs seconds and a
-    second buffer for a big layer (VGG16's fc6: 400 MB); the initialiser is swapped only while
-    building, so the layer's config keeps its default.
-    """
-    if kernel is None:
-        return layer(value)
-
-    def preset(shape, dtype=None):
-        if tuple(shape) != kernel.shape:
-            raise ValueError(f"internal: kernel {kernel.shape} for a variable of shape {tuple(shape)}")
-        return weights.variable_value(kernel)
-
-    default = getattr(layer, initializer_attr)
-    setattr(layer, initializer_attr, preset)
-    try:
-        return layer(value)
-    finally:
-        setattr(layer, initializer_attr, default)
-
-
 def shape_convolution(node, bottoms):
     p = node.param.convolution_param
     kernel, stride, pad, dilation = conv_geometry(p, bottoms[0])
@@ -108,13 +78,11 @@ def convolution(ctx, node, inputs):
         layer = keras.layers.DepthwiseConv2D(depth_multiplier=out // channels, **common)
     else:
         layer = keras.layers.Conv2D(filters=out, groups=group, **common)
-    params = ctx.params(node)
-    k = None
-    if params is not None:
-        k = weights.depthwise_kernel(params[0], channels) if depthwise else weights.conv_kernel(params[0])
-    y = _call_holding(layer, value, k, "depthwise_initializer" if depthwise else "kernel_initializer")
-    if params is not None and p.bias_term:
-        layer.bias.assign(_conv_bias(ctx, node, params, out)[0])
+
+    def kernel(blob):
+        return weights.depthwise_kernel(blob, channels) if depthwise else weights.conv_kernel(blob)
+
+    y = ctx.bind(node, layer, value, lambda blobs: {"kernel": kernel(blobs["weight"]), "bias": blobs.get("bias")})
     if strided_dilation:
         y = layers.Subsample(stride, name=ctx.name(node))(y)
     return [y]
@@ -147,10 +115,8 @@ def deconvolution(ctx, node, inputs):
         output_hw=ctx.shape(node)[2:],
         name=ctx.name(node),
     )
-    y = layer(ctx.canonical(x, node))
-    params = ctx.params(node)
-    if params is not None:
-        layer.set_weights([weights.deconv_kernel(params[0])] + _conv_bias(ctx, node, params, out))
+    y = ctx.bind(node, layer, ctx.canonical(x, node),
+                 lambda blobs: {"kernel": weights.deconv_kernel(blobs["weight"]), "bias": blobs.get("bias")})
     return [y]
 
 
@@ -193,11 +159,8 @@ def inner_product(ctx, node, inputs):
     out_layout = CAFFE if axis + 1 == 4 else None
     name = ctx.name(node, "dense") if axis == 0 else ctx.name(node, layout=out_layout)
     layer = keras.layers.Dense(p.num_output, use_bias=p.bias_term, name=name)
-    params = ctx.params(node)
-    k = weights.dense_kernel(params[0], transpose=p.transpose, chw=chw) if params is not None else None
-    y = _call_holding(layer, value, k)
-    if params is not None and p.bias_term:
-        layer.bias.assign(params[1].reshape(-1))
+    y = ctx.bind(node, layer, value, lambda blobs: {
+        "kernel": weights.dense_kernel(blobs["weight"], transpose=p.transpose, chw=chw), "bias": blobs.get("bias")})
     if axis == 0:
         y = layers.Reshape((p.num_output,), name=ctx.name(node))(y)
     return [(y, CAFFE) if out_layout else y]
@@ -221,8 +184,6 @@ def embed(ctx, node, inputs):
     x = inputs[0]
     out_layout = CAFFE if len(ctx.shape(node)) == 4 else None
     layer = layers.Embed(p.input_dim, p.num_output, use_bias=p.bias_term, name=ctx.name(node, layout=out_layout))
-    y = layer(ctx.caffe(x, node))
-    params = ctx.params(node)
-    if params is not None:
-        layer.set_weights(params[:1] + ([params[1].reshape(-1)] if p.bias_term else []))
+    y = ctx.bind(node, layer, ctx.caffe(x, node),
+                 lambda blobs: {"embeddings": blobs["weight"], "bias": blobs.get("bias")})
     return [(y, CAFFE) if out_layout else y]

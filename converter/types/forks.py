@@ -60,10 +60,7 @@ def normalize(ctx, node, inputs):
     # The layer of the node's name gives its top: for a 2-D or 3-D bottom, the reshape back.
     name = ctx.name(node) if x.rank == 4 else ctx.name(node, "normalize")
     layer = layers.Normalize(p.across_spatial, p.channel_shared, p.eps, name=name)
-    y = layer(ctx.canonical(x4, node))
-    params = ctx.params(node)
-    if params is not None:
-        layer.set_weights([params[0].reshape(-1)])
+    y = ctx.bind(node, layer, ctx.canonical(x4, node), lambda blobs: {"scale": blobs["scale"].reshape(-1)})
     if x.rank == 4:
         return [y]
     y = ctx.caffe(Tensor(y, x4.shape, NHWC), node)
@@ -92,28 +89,23 @@ def bn(ctx, node, inputs):
         raise ctx.fail(node, "BN needs a 4-D bottom")
     p = node.param.bn_param
     c = x.shape[1]
-    params = ctx.params(node)
+    held = ctx.learned(node)
     value = ctx.canonical(x, node)
-    pspnet = len(params) == 4 if params is not None else _is_pspnet_bn(node)
+    pspnet = len(held) == 4 if held is not None else _is_pspnet_bn(node)
     if pspnet:
         # y = slope * (x - mean) / sqrt(var + eps) + bias, with the stored statistics.
         layer = keras.layers.BatchNormalization(axis=-1, epsilon=p.eps, name=ctx.name(node))
-        y = layer(value)
-        if params is not None:
-            layer.set_weights([b.reshape(-1) for b in params])
-        return [y]
+        return [ctx.bind(node, layer, value, lambda blobs: {
+            "gamma": blobs["slope"].reshape(-1), "beta": blobs["bias"].reshape(-1),
+            "moving_mean": blobs["mean"].reshape(-1), "moving_variance": blobs["variance"].reshape(-1)})]
     if p.bn_mode == p.INFERENCE:
         # SegNet's compute_bn_statistics folds the statistics into scale and shift.
         layer = layers.ChannelAffine((1, 1, c), name=ctx.name(node))
-        y = layer(value)
-        if params is not None:
-            layer.set_weights([b.reshape(1, 1, c) for b in params])
-        return [y]
+        names = {"scale": "slope", "bias": "bias"}
+        return [ctx.bind(node, layer, value, lambda blobs: {k: blobs[b].reshape(1, 1, c) for k, b in names.items()})]
     layer = layers.BatchStatsNorm(name=ctx.name(node))
-    y = layer(value)
-    if params is not None:
-        layer.set_weights([b.reshape(-1) for b in params])
-    return [y]
+    names = {"scale": "slope", "shift": "bias"}
+    return [ctx.bind(node, layer, value, lambda blobs: {k: blobs[b].reshape(-1) for k, b in names.items()})]
 
 
 def upsample_size(p, bottom):

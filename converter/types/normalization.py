@@ -35,12 +35,10 @@ def batch_norm(ctx, node, inputs):
         use_global_stats=p.use_global_stats if p.HasField("use_global_stats") else None,
         name=ctx.name(node),
     )
-    y = layer(x.value)
-    params = ctx.params(node)
-    if params is not None:
+    y = ctx.bind(node, layer, x.value, lambda blobs: {
+        "mean_sum": blobs["mean"], "variance_sum": blobs["variance"],
         # Caffemodels from before the scale factor existed hold the statistics themselves.
-        factor = params[2].reshape(-1)[:1] if len(params) > 2 else np.ones(1, np.float32)
-        layer.set_weights([params[0], params[1], factor])
+        "factor": blobs["scale_factor"].reshape(-1)[:1] if "scale_factor" in blobs else np.ones(1, np.float32)})
     return [(y, x.layout)]
 
 
@@ -68,10 +66,8 @@ def _affine(ctx, node, inputs, axis, num_axes, use_scale, use_bias):
     keras_axes = [x.axis(a) for a in axes]
     pshape = weights.broadcast_param(np.zeros([x.shape[a] for a in axes], np.float32), axes, keras_axes, x.rank).shape
     layer = layers.ChannelAffine(pshape, use_scale=use_scale, use_bias=use_bias, name=ctx.name(node))
-    y = layer(x.value)
-    params = ctx.params(node)
-    if params is not None:
-        layer.set_weights([weights.broadcast_param(b, axes, keras_axes, x.rank) for b in params])
+    y = ctx.bind(node, layer, x.value, lambda blobs: {
+        name: weights.broadcast_param(b, axes, keras_axes, x.rank) for name, b in blobs.items()})
     return [(y, x.layout)]
 
 
