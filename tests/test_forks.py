@@ -7,6 +7,8 @@ MobileNet-SSD replica whose DetectionOutput must give real Caffe's detections. T
 Caffe did not run here are pinned against transliterations of their fork's C++ loops.
 """
 
+import math
+
 import numpy as np
 import pytest
 from conftest import GOLDEN
@@ -62,6 +64,39 @@ def test_reorg_follows_darknet_index_formula(tmp_path, reverse):
     got = values[("reorg", "reorg")]
     assert got.shape == ((2, 2, 8, 12) if reverse else (2, 32, 2, 3))
     assert_close(got.reshape(-1), _darknet_reorg(x, 2, reverse), "reorg")
+
+
+def _fork_gelu(x):
+    """The forks' gelu_layer.cpp: the tanh approximation, in double as its C++ promotes."""
+    x = x.astype(np.float64)
+    return 0.5 * x * (1 + np.tanh(0.7978845608 * x + 0.7978845608 * 0.044715 * x * x * x))
+
+
+def _fork_mish(x):
+    """The forks' mish_layer: x * tanh(log(1 + exp(x)))."""
+    x = x.astype(np.float64)
+    return x * np.tanh(np.log1p(np.exp(x)))
+
+
+@pytest.mark.parametrize(("caffe_type", "transcript", "control"), [
+    ("GELU", _fork_gelu, lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))),
+    ("Mish", _fork_mish, lambda x: x / (1 + np.exp(-x))),
+])
+def test_activations_the_oracle_lacks_follow_their_fork(tmp_path, caffe_type, transcript, control):
+    """GELU and Mish come from Caffe forks the oracle's Caffe does not include (its 77 types have
+    neither), so they are pinned against transcripts of the forks' formulas. Negative control:
+    the erf GELU and Swish, their nearest neighbours, differ from them beyond the tolerance."""
+    text = f"""
+    input: "data" input_shape {{ dim: 2 dim: 3 dim: 4 dim: 5 }}
+    layer {{ name: "act" type: "{caffe_type}" bottom: "data" top: "act" }}
+    """
+    # Within ±3 the erf GELU is 4.7e-4 off, beyond the tolerance of 1e-4 x max|y| (3e-4).
+    x = np.linspace(-3, 3, 120, dtype=np.float32).reshape(2, 3, 4, 5)
+    _, values = run_net(tmp_path, text, {"data": x})
+    expected = transcript(x)
+    assert_close(values[("act", "act")], expected, caffe_type)
+    with pytest.raises(AssertionError):
+        assert_close(control(x.astype(np.float64)), expected, f"{caffe_type} control")
 
 
 def test_shuffle_channel_transposes_groups(tmp_path):

@@ -1,5 +1,5 @@
 """Keras layers for Caffe semantics that no built-in Keras layer has, one module per family (as
-:mod:`caffe2keras.translate` is split); every public name is here, ``layers.X``.
+:mod:`caffe2keras.types` is split); every public name is here, ``layers.X``.
 
 Each layer is plain Keras 3: ``keras.ops`` only, config values in ``__init__``, weights in
 ``build``, the math in ``call`` and ``get_config`` returning what ``__init__`` takes, registered
@@ -10,7 +10,8 @@ Tensors are in the converter's layout (4-D NHWC unless a layer says otherwise).
 from .. import _lazy
 from .base import ShapePreserving, register
 from .activations import (
-    Power, Exp, Log, AbsVal, NegativeSlopeReLU, Threshold, Clip, Swish, HardSigmoid, HardSwish, UnscaledDropout,
+    Power, Exp, Log, AbsVal, NegativeSlopeReLU, Threshold, Clip, Swish, GELU, HardSigmoid, HardSwish,
+    UnscaledDropout,
 )
 from .convolution import Deconvolution, Subsample, Embed
 from .pooling import CaffePooling2D, MaxPoolingWithMask, MaxUnpool
@@ -26,7 +27,7 @@ from .rcnn import Proposal, ROIPooling, PSROIPooling
 
 __all__ = [
     "ShapePreserving", "register", "Power", "Exp", "Log", "AbsVal", "NegativeSlopeReLU", "Threshold", "Clip",
-    "Swish", "HardSigmoid", "HardSwish", "UnscaledDropout", "Deconvolution", "Subsample", "Embed",
+    "Swish", "GELU", "HardSigmoid", "HardSwish", "UnscaledDropout", "Deconvolution", "Subsample", "Embed",
     "CaffePooling2D", "MaxPoolingWithMask", "MaxUnpool", "LRN", "MVN", "BatchNorm", "BatchStatsNorm",
     "Normalize", "ChannelAffine", "BroadcastOp", "SliceAxis", "Crop", "Reshape", "Tile", "Eltwise", "Axpy",
     "Reduction", "ArgMax", "ConstantPad", "PixelShuffle", "ShuffleChannel", "Reorg", "BilinearResize",

@@ -1,5 +1,5 @@
-"""Element-wise layers: Power, Exp, Log, AbsVal, ReLU with a slope, Threshold, Clip, Swish, the hard
-sigmoid and swish, and Caffe's unscaled Dropout.
+"""Element-wise layers: Power, Exp, Log, AbsVal, ReLU with a slope, Threshold, Clip, Swish, GELU,
+the hard sigmoid and swish, and Caffe's unscaled Dropout.
 """
 
 import math
@@ -163,6 +163,16 @@ class Swish(ShapePreserving):
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}
+
+
+@register
+class GELU(ShapePreserving):
+    """The Caffe forks' GELU, the tanh approximation:
+    ``y = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))``. No arguments (Keras'
+    ``Activation("gelu")`` is the erf form, 4.7e-4 away)."""
+
+    def call(self, x):
+        return 0.5 * x * (1.0 + ops.tanh(0.7978845608 * (x + 0.044715 * x * x * x)))
 
 
 @register

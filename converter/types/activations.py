@@ -115,6 +115,17 @@ def swish(ctx, node, inputs):
     return _same_layout(layers.Swish(node.param.swish_param.beta, name=ctx.name(node)), inputs[0])
 
 
+@register("GELU", shape=same_shape, any_size=True)
+def gelu(ctx, node, inputs):
+    return _same_layout(layers.GELU(name=ctx.name(node)), inputs[0])
+
+
+@register("Mish", shape=same_shape, any_size=True)
+def mish(ctx, node, inputs):
+    # x * tanh(log(1 + exp(x))): Keras' softplus is the stable log(1 + exp(x)).
+    return _same_layout(keras.layers.Activation("mish", name=ctx.name(node)), inputs[0])
+
+
 @register("HardSigmoid", shape=same_shape, any_size=True)
 def hard_sigmoid(ctx, node, inputs):
     p = node.param.hardsigmoid_param
