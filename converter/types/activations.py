@@ -12,6 +12,34 @@ def _same_layout(layer, x):
     return [(layer(x.value), x.layout)]
 
 
+# Types Keras' own activation computes as Caffe does: BNLL's log(1 + exp(x)), computed stably, is
+# softplus; the forks' Mish, x * tanh(log(1 + exp(x))), is mish.
+KERAS_ACTIVATIONS = {"Sigmoid": "sigmoid", "TanH": "tanh", "BNLL": "softplus", "Mish": "mish"}
+# Types without parameters computed by the custom layer of their name (GELU: the forks' tanh
+# approximation, which Keras' Activation("gelu") is not).
+PARAMETERLESS = ("AbsVal", "HardSwish", "GELU")
+
+
+def _keras_activation(activation):
+    def translate(ctx, node, inputs):
+        return _same_layout(keras.layers.Activation(activation, name=ctx.name(node)), inputs[0])
+
+    return translate
+
+
+def _parameterless(layer_class):
+    def translate(ctx, node, inputs):
+        return _same_layout(getattr(layers, layer_class)(name=ctx.name(node)), inputs[0])
+
+    return translate
+
+
+for caffe_type, activation in KERAS_ACTIVATIONS.items():
+    register(caffe_type, shape=same_shape, any_size=True)(_keras_activation(activation))
+for caffe_type in PARAMETERLESS:
+    register(caffe_type, shape=same_shape, any_size=True)(_parameterless(caffe_type))
+
+
 @register("ReLU", shape=same_shape, any_size=True)
 def relu(ctx, node, inputs):
     slope = node.param.relu_param.negative_slope
@@ -60,27 +88,6 @@ def elu(ctx, node, inputs):
     return _same_layout(keras.layers.ELU(alpha=node.param.elu_param.alpha, name=ctx.name(node)), inputs[0])
 
 
-@register("Sigmoid", shape=same_shape, any_size=True)
-def sigmoid(ctx, node, inputs):
-    return _same_layout(keras.layers.Activation("sigmoid", name=ctx.name(node)), inputs[0])
-
-
-@register("TanH", shape=same_shape, any_size=True)
-def tanh(ctx, node, inputs):
-    return _same_layout(keras.layers.Activation("tanh", name=ctx.name(node)), inputs[0])
-
-
-@register("BNLL", shape=same_shape, any_size=True)
-def bnll(ctx, node, inputs):
-    # Caffe's BNLL is log(1 + exp(x)), computed stably: softplus.
-    return _same_layout(keras.layers.Activation("softplus", name=ctx.name(node)), inputs[0])
-
-
-@register("AbsVal", shape=same_shape, any_size=True)
-def absval(ctx, node, inputs):
-    return _same_layout(layers.AbsVal(name=ctx.name(node)), inputs[0])
-
-
 @register("Power", shape=same_shape, any_size=True)
 def power(ctx, node, inputs):
     p = node.param.power_param
@@ -115,26 +122,10 @@ def swish(ctx, node, inputs):
     return _same_layout(layers.Swish(node.param.swish_param.beta, name=ctx.name(node)), inputs[0])
 
 
-@register("GELU", shape=same_shape, any_size=True)
-def gelu(ctx, node, inputs):
-    return _same_layout(layers.GELU(name=ctx.name(node)), inputs[0])
-
-
-@register("Mish", shape=same_shape, any_size=True)
-def mish(ctx, node, inputs):
-    # x * tanh(log(1 + exp(x))): Keras' softplus is the stable log(1 + exp(x)).
-    return _same_layout(keras.layers.Activation("mish", name=ctx.name(node)), inputs[0])
-
-
 @register("HardSigmoid", shape=same_shape, any_size=True)
 def hard_sigmoid(ctx, node, inputs):
     p = node.param.hardsigmoid_param
     return _same_layout(layers.HardSigmoid(p.alpha, p.beta, name=ctx.name(node)), inputs[0])
-
-
-@register("HardSwish", shape=same_shape, any_size=True)
-def hard_swish(ctx, node, inputs):
-    return _same_layout(layers.HardSwish(name=ctx.name(node)), inputs[0])
 
 
 @register("Dropout", shape=same_shape, any_size=True)
