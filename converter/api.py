@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import caffemodel, depth, export, graph, prototxt
 from .errors import ConversionError, ConversionWarning, InternalError, clip, failing_layer
-from .spec import supported_types
+from .types import supported_types
 
 # How many layer names an error message lists before summarising.
 SHOWN_NAMES = 20

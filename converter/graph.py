@@ -7,7 +7,7 @@ distinct values; the Caffe name stays on :class:`Blob` for naming outputs.
 
 from dataclasses import dataclass, field
 
-from . import spec
+from . import spec, types
 from .errors import ConversionError, at_layer
 
 # Refuse blobs (activations) larger than this many elements before anything is allocated: 8 GiB
@@ -80,7 +80,7 @@ def _check_shape(shape, layer, path, what):
 
 def learns_weights(g, node):
     """Whether Caffe keeps learned blobs for this node of ``g``, so a caffemodel must hold them."""
-    return bool(spec.learned(node, [g.shape(b) for b in node.bottoms]))
+    return bool(types.learned(node, [g.shape(b) for b in node.bottoms]))
 
 
 def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None):
@@ -148,7 +148,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         bottom_shapes = [blobs[b].shape for b in bottoms]
         try:
             with at_layer(lname):
-                top_shapes = spec.infer(node, bottom_shapes)
+                top_shapes = types.infer(node, bottom_shapes)
                 params += _check_params(node, bottom_shapes, params, limit)
         except ConversionError as err:
             raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
@@ -185,7 +185,7 @@ def _dims(shape):
 
 
 def _known(supported):
-    known = set(spec.load()) if supported is None else set(spec.load()) & set(supported)
+    known = set(types.SPECS) if supported is None else set(types.SPECS) & set(supported)
     return known | {spec.VIEW}
 
 
@@ -306,18 +306,18 @@ def _needed(wired, wanted):
 
 def learned_sizes(g):
     """Layer name -> how many values the network gives the layer
-    (:func:`~caffe2keras.spec.learned_elements`), for the layers that learn: what a caffemodel may
+    (:func:`~caffe2keras.types.learned_elements`), for the layers that learn: what a caffemodel may
     hold for them."""
     sizes = {}
     for node in g.nodes:
-        count = spec.learned_elements(node, [g.shape(b) for b in node.bottoms])
+        count = types.learned_elements(node, [g.shape(b) for b in node.bottoms])
         if count:
             sizes[node.name] = max(count, sizes.get(node.name, 0))
     return sizes
 
 
 def _check_params(node, bottom_shapes, total_before, limit):
-    count = spec.learned_elements(node, bottom_shapes)
+    count = types.learned_elements(node, bottom_shapes)
     if total_before + count > limit:
         raise ConversionError(
             f"{node.type} learns {count:,} values ({total_before + count:,} in the network so far), more than "

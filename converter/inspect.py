@@ -10,7 +10,7 @@ conversion checks them; a layer whose weights are missing or misshapen is listed
 
 from dataclasses import asdict, dataclass, field
 
-from . import caffemodel, graph, prototxt, shapes, spec, weights
+from . import caffemodel, graph, prototxt, shapes, spec, types, weights
 from .errors import ConversionError, at_layer
 
 # How many layers the caffemodel holds and the prototxt lacks are named.
@@ -68,7 +68,7 @@ class Report:
 
 def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
     """Describe the network of ``prototxt_path`` (Caffe's inference view) as a :class:`Report`."""
-    supported = set(spec.supported_types())
+    supported = set(types.supported_types())
     netdef = prototxt.load(prototxt_path)
     blobs = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     inputs = dict(netdef.inputs)
@@ -106,7 +106,7 @@ def _row(layer, known, supported, blobs):
         row.note = "input shape unknown"
     else:
         try:
-            tops = spec.infer(node, bottom_shapes)
+            tops = types.infer(node, bottom_shapes)
             row.shapes = [_list(s) for s in tops][: len(layer.top)]
         except ConversionError as err:
             row.supported = False
@@ -122,7 +122,7 @@ def _row(layer, known, supported, blobs):
 def _misfit(node, bottom_shapes, held):
     """Why the caffemodel's blobs ``held`` do not fit the layer, or "" when they do."""
     try:
-        expected = spec.learned_shapes(node, bottom_shapes, held=len(held or []))
+        expected = types.learned_shapes(node, bottom_shapes, held=len(held or []))
     except ConversionError as err:
         return err.message
     if not expected:
@@ -140,12 +140,12 @@ def _params(node, bottom_shapes, blobs):
     """Learned values of the layer: the caffemodel's blobs, else what the prototxt implies."""
     if blobs is not None:
         return int(sum(b.size for b in blobs.layers.get(node.name) or []))
-    if spec.of(node.type) is None or spec.of(node.type).learned is spec.learns_nothing:
+    if types.of(node.type) is None or types.of(node.type).learned is spec.learns_nothing:
         return 0
     if any(s is None for s in bottom_shapes):
         return None
     try:
-        return spec.learned_elements(node, bottom_shapes)
+        return types.learned_elements(node, bottom_shapes)
     except ConversionError:
         return None
 

@@ -1,20 +1,14 @@
-"""The registry of Caffe layer types: one :class:`Spec` per type, everything the converter knows
-about it.
+"""What the converter knows about one Caffe layer type: the :class:`Spec` record, and
+:func:`register`, with which each family module of :mod:`caffe2keras.types` declares its types.
 
 A spec holds the type's top-shape function (Caffe's ``Reshape()``), the blobs it learns (names
 and shapes as functions of its parameters and bottom shapes: what a caffemodel holds for it and
-what Keras allocates) and its translator into Keras. Each family module of :mod:`caffe2keras.types`
-registers its types with :func:`register`, once; the graph, ``inspect``, the weight checks, the
-translation and the tests' oracle all read them from here, so they cannot disagree.
+what Keras allocates) and its translator into Keras. :mod:`caffe2keras.types` imports every family
+module and answers for the whole registry; the graph, ``inspect``, the weight checks, the
+translation and the tests' oracle ask it, so they cannot disagree.
 """
 
-import importlib
-import math
-import pkgutil
 from dataclasses import dataclass
-
-from .errors import ConversionError
-from .shapes import fixed_size, free
 
 SPECS = {}
 
@@ -67,54 +61,3 @@ def register(*types, shape, learned=learns_nothing, any_size=False, fixed_becaus
         return fn
 
     return register_translator
-
-
-def load():
-    """Every spec: importing each module of :mod:`caffe2keras.types` registers its types, so the
-    registry cannot fall behind the package."""
-    from . import types
-
-    for module in pkgutil.iter_modules(types.__path__):
-        importlib.import_module(f"{types.__name__}.{module.name}")
-    return SPECS
-
-
-def of(type_name):
-    """The spec of ``type_name``; None for a type the converter does not know."""
-    return load().get(type_name)
-
-
-def supported_types():
-    """The Caffe layer types that can be converted, sorted (the graph's own view type left out)."""
-    return sorted(t for t in load() if t != VIEW)
-
-
-def infer(node, bottom_shapes):
-    """The top shapes of ``node`` (Caffe order) for its bottoms' shapes."""
-    spec = of(node.type)
-    if spec is None:
-        raise ConversionError(f"unsupported layer type '{node.type}'")
-    bottoms = [tuple(s) for s in bottom_shapes]
-    if not spec.any_size and any(free(*b) for b in bottoms):
-        raise fixed_size(node.type, spec.fixed_because)
-    return spec.shape(node, bottoms)
-
-
-def learned(node, bottom_shapes, held=None):
-    """The :class:`Learned` blobs of ``node``, refused when a free size is among their shapes."""
-    spec = of(node.type)
-    blobs = spec.learned(node, [tuple(s) for s in bottom_shapes], held) if spec is not None else []
-    if any(b.shape is not None and free(*b.shape) for b in blobs):
-        raise fixed_size(f"{node.type} over the spatial axes", "it learns one value per position of them")
-    return blobs
-
-
-def learned_shapes(node, bottom_shapes, held=None):
-    """The shapes of :func:`learned`, as :func:`caffe2keras.weights.fit_blobs` takes them."""
-    return [b.shape for b in learned(node, bottom_shapes, held)]
-
-
-def learned_elements(node, bottom_shapes):
-    """How many values the layer learns, over all its blobs (kernel, bias, statistics, scales),
-    as the prototxt and the bottom shapes imply: what Keras allocates for it."""
-    return sum(math.prod(b.shape) if b.shape is not None else 1 for b in learned(node, bottom_shapes))

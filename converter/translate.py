@@ -12,7 +12,7 @@ name, so every Caffe layer's tops are reachable by name in the layout users are 
 
 from dataclasses import dataclass, field
 
-from . import naming, spec, weights
+from . import naming, types, weights
 from ._lazy import blobtable, keras, preprocess
 from .errors import ConversionError, InternalError, at_layer
 from .layout import CAFFE, NHWC, Tensor, canonical, keras_shape, permute_dims
@@ -81,14 +81,14 @@ class Context:
 
     def learned(self, node):
         """The node's learned blobs by their spec's names, checked against the Caffe shapes the
-        prototxt implies (:func:`~caffe2keras.spec.learned`); None without a caffemodel."""
+        prototxt implies (:func:`~caffe2keras.types.learned`); None without a caffemodel."""
         if self.weights is None:
             return None
         if self._learned[0] is not node:
             blobs = self.weights.take(node.name)
             if blobs is None:
                 raise self.fail(node, f"{node.type} layer has no weights in the caffemodel")
-            expected = spec.learned(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
+            expected = types.learned(node, [self.graph.shape(b) for b in node.bottoms], held=len(blobs))
             try:
                 fitted = weights.fit_blobs(node.type, blobs, [b.shape for b in expected])
             except ValueError as err:
@@ -161,7 +161,7 @@ def _preprocessed(inputs, options, names, path):
 def build_model(graph, weights=None, preprocessing=None):
     """The Keras model of ``graph``; ``preprocessing`` (options of
     :func:`caffe2keras.preprocess.make_layer`) puts Caffe's Transformer on the image input."""
-    specs = spec.load()
+    specs = types.SPECS
     unsupported = sorted({n.type for n in graph.nodes if n.type not in specs})
     if unsupported:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=graph.path)

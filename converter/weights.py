@@ -91,7 +91,7 @@ def _hwio(w):
 
 def fit_blobs(layer_type, blobs, expected):
     """A layer's caffemodel ``blobs`` in the ``expected`` shapes (see
-    :func:`caffe2keras.spec.learned_shapes`; None accepts any shape, and the blob may be
+    :func:`caffe2keras.types.learned_shapes`; None accepts any shape, and the blob may be
     absent). A blob holding the same data in a legacy 4-D shape, as V1 caffemodels store an
     InnerProduct weight (1x1xNxK), is reshaped. Raises ValueError saying what disagrees."""
     problem = blob_problem(layer_type, [b.shape for b in blobs], expected)

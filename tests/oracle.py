@@ -18,7 +18,7 @@ from helpers import build, layer_values, max_error, tolerance
 def _learned_blobs(node, graph, rng):
     """The blobs Caffe keeps for ``node`` (names and shapes from the converter's spec of its
     type), random but keeping activations of order one."""
-    from caffe2keras import spec
+    from caffe2keras import types
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
@@ -39,7 +39,7 @@ def _learned_blobs(node, graph, rng):
         ("Normalize", "scale"): uniform(1.0, 20.0),
         ("Embed", "weight"): lambda shape: normal(shape, 1.0),
     }
-    learned = spec.learned(node, [graph.shape(b) for b in node.bottoms])
+    learned = types.learned(node, [graph.shape(b) for b in node.bottoms])
     return [fills.get((node.type, b.name), fills.get(b.name))(b.shape) for b in learned]
 
 

@@ -23,7 +23,7 @@ from conftest import GOLDEN
 from helpers import assert_close
 
 import caffe2keras
-from caffe2keras import api, cli, spec
+from caffe2keras import api, cli, spec, types
 from caffe2keras.cli import EXIT_BAD_INPUT, EXIT_BATCH_FAILED, EXIT_INTERNAL, EXIT_MISMATCH, main
 from caffe2keras.errors import ConversionError, ConversionWarning, clip
 from caffe2keras.schema import caffe_pb2
@@ -220,7 +220,7 @@ def test_an_internal_error_is_one_line_cut_between_words(tmp_path, monkeypatch):
     def broken(ctx, node, inputs):
         raise RuntimeError(message)
 
-    monkeypatch.setitem(spec.SPECS, "ReLU", dataclasses.replace(spec.of("ReLU"), translate=broken))
+    monkeypatch.setitem(spec.SPECS, "ReLU", dataclasses.replace(types.of("ReLU"), translate=broken))
     result = run(PROTOTXT, CAFFEMODEL, "-o", tmp_path / "m.keras")
     assert result.exit_code == EXIT_INTERNAL
     (line,) = stderr_lines(result)

@@ -37,12 +37,12 @@ def test_generated_nets_match_caffe():
 def test_a_wrong_translation_is_caught(monkeypatch):
     """Negative control: a Sigmoid translated as TanH must be reported, at that layer."""
     import keras
-    from caffe2keras import spec
+    from caffe2keras import spec, types
 
     def tanh(ctx, node, inputs):
         return [(keras.layers.Activation("tanh", name=ctx.name(node))(inputs[0].value), inputs[0].layout)]
 
-    monkeypatch.setitem(spec.SPECS, "Sigmoid", dataclasses.replace(spec.of("Sigmoid"), translate=tanh))
+    monkeypatch.setitem(spec.SPECS, "Sigmoid", dataclasses.replace(types.of("Sigmoid"), translate=tanh))
     net = generate.Net("control", [generate.Input("data", (2, 3, 4, 5), ("normal", 1.0))],
                        [generate.Layer("squash", "Sigmoid", ["data"], ["out"])])
     (outcome,) = run.evaluate([net])

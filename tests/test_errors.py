@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import GOLDEN
 
 import caffe2keras
-from caffe2keras import api, spec
+from caffe2keras import api, spec, types
 from caffe2keras.cli import main
 from caffe2keras.errors import ConversionError, InternalError
 
@@ -332,7 +332,7 @@ def test_converter_bug_exits_1_naming_the_layer(tmp_path, monkeypatch):
     def broken(ctx, node, inputs):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(spec.SPECS, "ReLU", dataclasses.replace(spec.of("ReLU"), translate=broken))
+    monkeypatch.setitem(spec.SPECS, "ReLU", dataclasses.replace(types.of("ReLU"), translate=broken))
     with pytest.raises(InternalError) as info:
         caffe2keras.convert(str(PROTOTXT), str(WEIGHTS))
     assert info.value.layer == "relu" and isinstance(info.value.__cause__, RuntimeError)
