@@ -17,7 +17,8 @@ PyYAML is installed) lists models under ``models``::
 Each output is ``<outdir>/<name>.<format>`` (``<outdir>/<name>/`` for a SavedModel): a name is
 a plain file name, and an entry whose output would land outside the output folder (``..``, an
 absolute path, a symbolic link leading out) is refused. One failure does not stop the others;
-each gets a record (status, timings, error).
+each gets a record (status, timings, error). :func:`run_all` converts in this process, or in
+worker processes (:mod:`caffe2keras.workers`), the records in the jobs' order either way.
 """
 
 import os
@@ -151,7 +152,7 @@ def output_path(outdir, name, fmt):
 def run_job(job, outdir, default_format="keras", force=False, max_params=None):
     """Convert one job, never raising: the record says ``ok`` or ``failed`` and why."""
     start = time.perf_counter()
-    record = {"name": job.name, "prototxt": job.prototxt, "caffemodel": job.caffemodel}
+    record = new_record(job)
     try:
         if job.problem:
             raise ConversionError(job.problem, file=Path(job.prototxt).parent if job.prototxt else None)
@@ -173,6 +174,28 @@ def run_job(job, outdir, default_format="keras", force=False, max_params=None):
         keras.backend.clear_session()  # free the model's graph before the next one
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
+
+
+def new_record(job):
+    return {"name": job.name, "prototxt": job.prototxt, "caffemodel": job.caffemodel}
+
+
+def run_all(jobs, outdir, workers=1, on_start=None, on_done=None, **options):
+    """Convert every job (``options`` are :func:`run_job`'s) in this process or, with
+    ``workers`` > 1, in that many worker processes; the records in the jobs' order.
+    ``on_start(job)`` and ``on_done(job, record)`` hear of each as it happens."""
+    on_start = on_start or (lambda job: None)
+    on_done = on_done or (lambda job, record: None)
+    if min(workers, len(jobs)) > 1:
+        from . import workers as pool
+
+        return pool.run(jobs, outdir, min(workers, len(jobs)), options, on_start, on_done)
+    records = []
+    for job in jobs:
+        on_start(job)
+        records.append(run_job(job, outdir, **options))
+        on_done(job, records[-1])
+    return records
 
 
 def _count(value):

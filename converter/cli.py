@@ -450,6 +450,16 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
     run_guarded(debug, body)
 
 
+def jobs_count(ctx, param, value):
+    if value in ("auto", "0"):
+        from .workers import cpu_count
+
+        return cpu_count()
+    if value.isdigit():
+        return int(value)
+    raise click.BadParameter(f"'{value}' is not a number of processes (1, 2, ...) or 'auto' (one per CPU)")
+
+
 @main.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Where the models go.")
@@ -459,32 +469,52 @@ def predict(model, image, labels, k, output_name, threshold, nms, as_json, debug
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs and report.")
 @max_params_option
+@click.option("-j", "--jobs", default="1", show_default=True, callback=jobs_count, metavar="N",
+              help="Convert N models at once, in N worker processes ('auto' or 0: one per CPU).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table; failures still go to stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def batch(source, outdir, fmt, report, force, max_params, quiet, debug):
+def batch(source, outdir, fmt, report, force, max_params, jobs, quiet, debug):
     """Convert every model of SOURCE: a folder of model folders, or a TOML/YAML manifest.
 
     A model folder holds one prototxt and one caffemodel. One failure does not stop the others;
-    the exit code is 4 when any failed.
+    the exit code is 4 when any failed. With --jobs N, N worker processes each import
+    TensorFlow once and convert one model at a time; the summary and report are in SOURCE's order.
     """
 
     def body():
         from pathlib import Path
 
-        import_keras()
         from . import export
-        from .batch import find_jobs, format_summary, run_job
+        from .batch import find_jobs, format_summary, run_all
 
         if report:
             export.check_target(report, force=force)
-        jobs = find_jobs(source)
+        models = find_jobs(source)
+        if min(jobs, len(models)) == 1:
+            import_keras()  # else only the workers need it
         Path(outdir).mkdir(parents=True, exist_ok=True)
-        records = []
-        with click.progressbar(jobs, label="converting", file=sys.stderr, show_pos=True,
-                               item_show_func=lambda j: j.name if j else "",
-                               hidden=quiet) as bar:
-            for job in bar:
-                records.append(run_job(job, outdir, default_format=fmt, force=force, max_params=max_params))
+        running, written = [], []
+
+        def on_start(job):
+            running.append(job.name)
+            bar.update(0, ", ".join(running))
+
+        def on_done(job, record):
+            running.remove(job.name)
+            written.extend([record["output"]] if record["status"] == "ok" else [])
+            bar.update(1, ", ".join(running))
+
+        with click.progressbar(length=len(models), label="converting", file=sys.stderr, show_pos=True,
+                               item_show_func=lambda names: names or "", hidden=quiet) as bar:
+            try:
+                records = run_all(models, outdir, workers=jobs, on_start=on_start, on_done=on_done,
+                                  default_format=fmt, force=force, max_params=max_params)
+            except KeyboardInterrupt:
+                if not written:
+                    raise
+                echo_error(f"error: interrupted; the {len(written)} model(s) finished before are written, "
+                           f"nothing else")
+                sys.exit(EXIT_INTERRUPTED)
         if report:
             text = json.dumps({"source": str(source), "models": records}, indent=2) + "\n"
             export.write_file(report, text.encode(), force=force)

@@ -162,8 +162,24 @@ def _check_writable(parent, path):
 
 def _temp_name(parent):
     """A fresh name for a temporary directory in ``parent``. Named before it is made (unlike
-    ``tempfile.mkdtemp``), so whatever interrupts the making, the cleanup knows what to remove."""
-    return Path(parent) / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    ``tempfile.mkdtemp``), so whatever interrupts the making, the cleanup knows what to remove;
+    the process id in it lets :func:`remove_leftovers` find what a killed process left."""
+    return Path(parent) / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _scratch(kind):
+    """A scratch directory in the system's temporary directory, named like :func:`_temp_name`'s."""
+    return tempfile.TemporaryDirectory(prefix=f"caffe2keras-{kind}-{os.getpid()}-")
+
+
+def remove_leftovers(pid, folder):
+    """Remove what process ``pid``, killed outright (SIGKILL: the out-of-memory killer), left
+    unfinished: its temporary directories in ``folder`` and its scratch directories. A process
+    interrupted any other way removes its own."""
+    for parent, pattern in ((Path(folder), f"{TEMP_PREFIX}{pid}-*"),
+                            (Path(tempfile.gettempdir()), f"caffe2keras-*-{pid}-*")):
+        for path in parent.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_problem(err):
@@ -284,7 +300,7 @@ def tflite_bytes(model, quantize=None):
     record in the model's metadata."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="caffe2keras-tflite-") as tmp:
+    with _scratch("tflite") as tmp:
         write_savedmodel(model, tmp)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if quantize is not None:
@@ -451,7 +467,7 @@ def _write_through_tensorflow(model, tmp, fmt, options):
     .keras file to a child process on the TensorFlow backend, which writes ``tmp``."""
     package = __name__.rpartition(".")[0]
     root = str(Path(sys.modules[package].__file__).resolve().parent.parent)
-    with tempfile.TemporaryDirectory(prefix="caffe2keras-backend-") as work:
+    with _scratch("backend") as work:
         source = Path(work) / "model.keras"
         model.save(source)
         code = f"from {package}.export import tensorflow_child; tensorflow_child()"
