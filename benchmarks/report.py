@@ -236,11 +236,15 @@ def batch_table(batch):
     rows = []
     for r in batch["runs"]:
         if "per_minute" in r:
-            rows.append([r["jobs"], f"{r['ok']} of {batch['nets']}", _s(r["wall"], 0), f"{r['per_minute']:.1f}", f"{r['peak_mib']:.0f} MiB"])
+            cpu = r.get("cpu")
+            rows.append([r["jobs"], f"{r['ok']} of {batch['nets']}", _s(r["wall"], 0), f"{r['per_minute']:.1f}",
+                         _s(cpu, 0) if cpu else "–", f"{cpu / r['wall']:.2f}" if cpu else "–", f"{r['peak_mib']:.0f} MiB"])
         else:
-            rows.append([r["jobs"], r.get("note", ""), "", "", ""])
-    lines = [f"`caffe2keras batch` over the golden zoo replicas → .{batch['format']}:", ""]
-    lines += _table(["jobs", "converted", "wall", "nets/min", "peak RSS (largest process)"], rows)
+            rows.append([r["jobs"], r.get("note", ""), "", "", "", "", ""])
+    lines = [f"`caffe2keras batch` over the golden zoo replicas → .{batch['format']}"
+             + (f"; this session got {batch['cores_available']:.2f} cores of busy loops" if "cores_available" in batch else "")
+             + ":", ""]
+    lines += _table(["jobs", "converted", "wall", "nets/min", "CPU", "cores busy", "peak RSS (largest process)"], rows)
     for r in batch["runs"]:
         for failure in r.get("failed", []):
             lines.append(f"- failed ({r['jobs']} job): {failure}")
