@@ -51,6 +51,7 @@ class Run:
     status: str  # "ok", "failed", "killed" (memory guard) or "timeout"
     note: str = ""  # why it is not ok, in a few words
     stdout: str = ""
+    tree_peak_mib: float = 0.0  # the most the child and its descendants held at once, polled
 
     @property
     def ok(self):
@@ -95,7 +96,7 @@ def run(args, timeout=TIMEOUT_S, mem_gib=MEM_GIB, env=None):
     limit = mem_gib * GiB
     stop = threading.Event()
     lock = threading.Lock()
-    stopped, state = {}, {"exited": False}
+    stopped, state = {}, {"exited": False, "tree_peak": 0}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, start_new_session=True)
@@ -109,6 +110,7 @@ def run(args, timeout=TIMEOUT_S, mem_gib=MEM_GIB, env=None):
         def guard():
             while not stop.wait(POLL_S):
                 rss = _resident_bytes(proc.pid)
+                state["tree_peak"] = max(state["tree_peak"], rss)
                 elapsed = time.perf_counter() - start
                 if rss > limit:
                     stopped.update(status="killed", note=f"killed at {rss / GiB:.1f} GiB after {elapsed:.0f} s", rss=rss)
@@ -141,13 +143,13 @@ def run(args, timeout=TIMEOUT_S, mem_gib=MEM_GIB, env=None):
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    cpu = usage.ru_utime + usage.ru_stime
+    cpu, tree = usage.ru_utime + usage.ru_stime, state["tree_peak"] / MiB
     if stopped:
-        return Run(wall, cpu, stopped["rss"] / MiB, stopped["status"], stopped["note"], stdout)
+        return Run(wall, cpu, stopped["rss"] / MiB, stopped["status"], stopped["note"], stdout, tree)
     code = os.waitstatus_to_exitcode(status)
     if code:
-        return Run(wall, cpu, usage.ru_maxrss / 1024, "failed", f"exit {code}: {_last_line(stderr)}", stdout)
-    return Run(wall, cpu, usage.ru_maxrss / 1024, "ok", "", stdout)
+        return Run(wall, cpu, usage.ru_maxrss / 1024, "failed", f"exit {code}: {_last_line(stderr)}", stdout, tree)
+    return Run(wall, cpu, usage.ru_maxrss / 1024, "ok", "", stdout, tree)
 
 
 def _last_line(text):

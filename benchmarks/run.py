@@ -47,7 +47,7 @@ import growth
 import zoo_batch
 
 # --quick: one pair per conversion, shorter inference windows, chains up to 10,000 layers.
-QUICK = {"repeats": 1, "rounds": 3, "window": 0.5, "layers": [1000, 10000]}
+QUICK = {"repeats": 1, "rounds": 3, "window": 0.5, "layers": [1000, 10000], "batch_rounds": 2}
 PARTS = ("conversion", "inference", "profile", "scaling", "batch", "startup")
 
 
@@ -75,6 +75,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-big", action="store_true", help="scaling: skip the > 2 GiB model")
     parser.add_argument("--keep", action="store_true", help="keep the > 2 GiB caffemodel for the next run")
     parser.add_argument("--jobs", type=lambda t: _list(t, int), default=list(zoo_batch.JOBS), help="batch: job counts")
+    parser.add_argument("--batch-rounds", type=int, default=3, help="batch: rounds of the job counts, order rotated")
     parser.add_argument("--mem-gib", type=float, default=measure.MEM_GIB, help="memory limit of each measured process")
     parser.add_argument("--timeout", type=float, default=measure.TIMEOUT_S, help="time limit of each measured process")
     parser.add_argument("--json", type=Path, help="results JSON (default <work>/results.json)")
@@ -120,7 +121,7 @@ def main(argv=None):
         "inference": lambda: inference.run(work, args.inference_nets, args.batches, args.rounds, args.window, args.threads, guards),
         "profile": lambda: hotspots.run(work, args.profile_nets, args.batches, threads=args.threads, guards=guards),
         "scaling": lambda: growth.run(work, args.layers, "h5", not args.no_big, args.repeats, args.keep, guards),
-        "batch": lambda: zoo_batch.run(work, args.jobs, guards=guards),
+        "batch": lambda: zoo_batch.run(work, args.jobs, guards=guards, rounds=args.batch_rounds),
         "startup": lambda: commands.startup(work, guards=guards),
     }
     out = args.json or work / "results.json"
