@@ -15,9 +15,12 @@ whose parent dies gets SIGTERM too (Linux).
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -175,6 +178,7 @@ def serve(conn, outdir, options, parent):
     sending back the record and the :class:`ConversionWarning` texts."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _raise_lost_interrupts_again
     _die_with(parent)
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED)
@@ -191,6 +195,8 @@ def serve(conn, outdir, options, parent):
             conn.send((record, [str(w.message) for w in caught if issubclass(w.category, ConversionWarning)]))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late or repeated one: the work is over
 
 
 _interrupted = []
@@ -198,7 +204,35 @@ _interrupted = []
 
 def _interrupt(signum, frame):
     _interrupted.append(signum)
+    if _in_finaliser(frame):  # raised there, it would be printed and lost
+        _raise_later(signum)
+        return
     raise KeyboardInterrupt()
+
+
+def _in_finaliser(frame):
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code in callbacks:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_later(signum):
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
+def _raise_lost_interrupts_again(unraisable):
+    """An interrupt raised inside a finaliser or a garbage-collector callback is lost (Python
+    would print "Exception ignored" and go on converting): raise it again, elsewhere. Only
+    SIGTERM interrupts a worker."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _raise_later(signal.SIGTERM)
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def _die_with(parent):
