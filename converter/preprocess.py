@@ -11,7 +11,6 @@ options), so the model takes plain pixels; its config records what it does, whic
 import math
 from pathlib import Path
 
-import keras
 import numpy as np
 from keras import ops
 

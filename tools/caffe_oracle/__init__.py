@@ -82,7 +82,8 @@ def _axpy(match):
     block = match.group(0)
     if _field(block, "type") != ["Axpy"] or len(_field(block, "bottom")) != 3 or len(_field(block, "top")) != 1:
         return block
-    (name,), (a, x, y), (top,) = _field(block, "name") or [top], _field(block, "bottom"), _field(block, "top")
+    (a, x, y), (top,) = _field(block, "bottom"), _field(block, "top")
+    (name,) = _field(block, "name") or [top]  # a nameless Axpy is named after its top
     return (
         f'layer {{ name: "{name}/axpy_a" type: "Flatten" bottom: "{a}" top: "{name}/axpy_a" }}\n'
         f'layer {{ name: "{name}/axpy_ax" type: "Scale" bottom: "{x}" bottom: "{name}/axpy_a" '
