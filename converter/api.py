@@ -200,9 +200,8 @@ def save(model, path, force=False, **options):
     The file appears complete or not at all (written under a temporary name, then moved into
     place), and an existing one is replaced only with ``force``. Returns the format's name."""
     with _boundary(path):
-        fmt = export.check_output(path, force=force)
-        export.save(model, path, force=force, **options)
-        return fmt
+        export.save(model, path, force=force, **options)  # checks the output before writing
+        return export.output_format(path)
 
 
 def convert_one(prototxt_path, caffemodel_path, output, input_shapes=None, outputs=None, mean=None, scale=1.0,
