@@ -16,6 +16,7 @@ from keras import ops
 
 from . import filetype
 from .errors import ConversionError
+from .layout import to_nhwc
 from .layers import ShapePreserving, register
 
 
@@ -145,7 +146,8 @@ def centre_crop_mean(mean, height, width, source=None):
             file=source,
         )
     top, left = (mh - height) // 2, (mw - width) // 2
-    return np.ascontiguousarray(mean[:, top : top + height, left : left + width].transpose(1, 2, 0), dtype=np.float32)
+    crop = mean[None, :, top : top + height, left : left + width]
+    return np.ascontiguousarray(to_nhwc(crop)[0], dtype=np.float32)
 
 
 def _channel_means(mean):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConversionError, clip
+from .layout import to_caffe_order
 
 METADATA_NAME = "caffe2keras"
 SAVEDMODEL_METADATA = Path("assets.extra") / "caffe2keras.json"
@@ -224,7 +225,7 @@ class OnnxRunner(Runner):
         feeds = {}
         for port, array in zip(self.inputs, arrays):
             array = np.asarray(array, np.float32)
-            feeds[port.name] = array.transpose(0, 3, 1, 2) if self.nchw and array.ndim == 4 else array
+            feeds[port.name] = to_caffe_order(array) if self.nchw else array
         return list(self.session.run(self.output_names, feeds))
 
 
