@@ -35,6 +35,7 @@ class Node:
     param: object  # caffe_pb2.LayerParameter
     bottoms: list = field(default_factory=list)  # SSA ids
     tops: list = field(default_factory=list)  # SSA ids
+    problem: str = None  # in a tolerant build: why the node cannot be converted
 
 
 @dataclass
@@ -83,7 +84,7 @@ def learns_weights(g, node):
     return bool(types.learned(node, [g.shape(b) for b in node.bottoms]))
 
 
-def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None):
+def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=None, tolerant=False):
     """Build the graph of a :class:`~caffe2keras.prototxt.NetDef` and infer every shape.
 
     ``input_shapes`` maps input blob names to (N, C, H, W) overriding the declared shapes;
@@ -91,11 +92,16 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
     ``supported`` lists the layer types a later stage can translate: every other type is
     reported, all at once, before any shape is inferred. The network may learn at most
     ``max_params`` values (default :data:`MAX_PARAMS`).
+
+    ``tolerant`` surveys a network instead (``inspect``): what is wrong with a layer (a type not
+    supported, a bottom nothing wrote, a shape Caffe would refuse to infer) is its node's
+    :attr:`Node.problem`, not raised; the blobs it writes have an unknown shape (None), as do
+    those of the layers reading them and an input declared without one. No limit is checked.
     """
     path = netdef.path
-    if not netdef.inputs:
+    if not netdef.inputs and not tolerant:
         raise ConversionError("the network declares no input (no 'input:', Input layer or data layer)", file=path)
-    layers, current = _wire(netdef)
+    layers, current, problems, strays = _wire(netdef, tolerant)
     if outputs:
         missing = [o for o in outputs if o not in current]
         if missing:
@@ -103,9 +109,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         # Cut before inferring shapes, so layers past the cut (a Python proposal layer) never matter.
         layers = _needed(layers, {current[o] for o in outputs})
     # A layer calling itself (view) is not one _wire made (those name no Caffe bottom).
-    unsupported = sorted({layer.type for layer, _, _ in layers
-                          if layer.type not in _known(supported) or (layer.type == spec.VIEW and layer.bottom)})
-    if unsupported:
+    known = _known(supported)
+    unsupported = sorted({layer.type for layer, _, _ in layers if not _supports(known, layer)})
+    if unsupported and not tolerant:
         raise ConversionError(f"unsupported layer type(s): {', '.join(unsupported)}", file=path)
     used_inputs = set(netdef.inputs)
     if outputs:  # after the cut: the inputs some kept layer reads, or that are outputs themselves
@@ -121,11 +127,16 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             known = ", ".join(netdef.inputs) or "none"
             raise ConversionError(f"--input-shape names '{name}', which is not an input (inputs: {known})", file=path)
 
-    blobs, inputs = {}, []
+    blobs = {bid: Blob(id=bid, name=name, shape=None) for bid, name in strays.items()}
+    inputs = []
     for name, declared in netdef.inputs.items():
         if name not in used_inputs and outputs:
             continue
         shape = input_shapes.get(name, declared)
+        if tolerant:
+            blobs[name] = Blob(id=name, name=name, shape=None if shape is None else _dims(shape))
+            inputs.append(name)
+            continue
         if shape is None:
             raise ConversionError(
                 f"input '{name}' has no declared shape; give one with --input-shape {name}=N,C,H,W", file=path
@@ -146,19 +157,25 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         lname = layer.name
         node = Node(name=lname, type=layer.type, param=layer, bottoms=bottoms)
         bottom_shapes = [blobs[b].shape for b in bottoms]
-        try:
-            with at_layer(lname):
-                top_shapes = types.infer(node, bottom_shapes)
-                params += _check_params(node, bottom_shapes, params, limit)
-        except ConversionError as err:
-            raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
-        if len(top_shapes) != len(tops):
-            raise ConversionError(
-                f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
-            )
+        if tolerant:
+            node.problem = problems.get(id(layer)) or (None if _supports(known, layer) else "no translator for this type")
+            top_shapes = _survey(node, bottom_shapes, len(tops))
+        else:
+            try:
+                with at_layer(lname):
+                    top_shapes = types.infer(node, bottom_shapes)
+                    params += _check_params(node, bottom_shapes, params, limit)
+            except ConversionError as err:
+                raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
+            if len(top_shapes) != len(tops):
+                raise ConversionError(
+                    f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
+                )
         for (bid, top), shape in zip(tops, top_shapes):
-            shape = _dims(shape)
-            _check_shape(shape, lname, path, f"top '{top}'")
+            if shape is not None or not tolerant:
+                shape = _dims(shape)
+            if not tolerant:
+                _check_shape(shape, lname, path, f"top '{top}'")
             blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
             node.tops.append(bid)
         nodes.append(node)
@@ -176,7 +193,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         out_ids = [current[n] for n in sorted(available | {b for b in netdef.extra_outputs if b in current})]
     # A view's new version that nothing reads and no output is, is no part of the model.
     read = {b for node in nodes for b in node.bottoms} | set(out_ids)
-    nodes = [node for node in nodes if node.type != spec.VIEW or node.tops[0] in read]
+    nodes = [node for node in nodes if node.type != spec.VIEW or node.param.bottom or node.tops[0] in read]
     return Graph(name=netdef.name, nodes=nodes, blobs=blobs, inputs=inputs, outputs=out_ids, path=path)
 
 
@@ -189,9 +206,35 @@ def _known(supported):
     return known | {spec.VIEW}
 
 
-def _wire(netdef):
-    """Each layer with its bottoms and tops as SSA ids ((id, Caffe name) pairs for tops), and the
-    final SSA id of every Caffe blob name. Input layers are left out: their tops are inputs.
+def _supports(known, layer):
+    """Whether ``layer``'s type is in ``known`` (:func:`_known`). A layer calling itself (view) is
+    not one _wire made (those name no Caffe bottom)."""
+    return layer.type in known and not (layer.type == spec.VIEW and layer.bottom)
+
+
+def _survey(node, bottom_shapes, count):
+    """The ``count`` top shapes of ``node`` in a tolerant build, each None when unknown: when the
+    node has a problem already, reads a blob of unknown shape, or gets one now."""
+    unknown = [None] * count
+    if node.problem or any(s is None for s in bottom_shapes):
+        return unknown
+    try:
+        with at_layer(node.name):
+            shapes = types.infer(node, bottom_shapes)
+    except ConversionError as err:
+        node.problem = err.message
+        return unknown
+    if len(shapes) != count:
+        node.problem = f"{node.type} produces {len(shapes)} top(s) but {count} are listed"
+        return unknown
+    return shapes
+
+
+def _wire(netdef, tolerant=False):
+    """Each layer with its bottoms and tops as SSA ids ((id, Caffe name) pairs for tops), the
+    final SSA id of every Caffe blob name, and when ``tolerant`` what is wrong with a layer (by its
+    ``id``) instead of raising it, and the SSA id of each bottom nothing wrote (→ Caffe name).
+    Input layers are left out: their tops are inputs.
 
     Caffe blobs may share memory: Split's tops, Flatten's and Reshape's (and Concat's of one
     bottom, Slice's to one top, Permute's in the same order) are views of their bottom. A layer
@@ -203,7 +246,12 @@ def _wire(netdef):
     memory = {name: name for name in netdef.inputs}  # SSA id -> the SSA id whose memory it holds
     taken = set(current)
     readers = {}  # SSA id -> names of the layers reading it
-    wired = []
+    wired, problems, strays = [], {}, {}
+
+    def fail(layer, message):
+        if not tolerant:
+            raise ConversionError(message, file=path, layer=layer.name)
+        problems.setdefault(id(layer), message)
 
     def new_id(top, layer_name):
         bid = top if top not in taken else f"{top}@{layer_name}"
@@ -221,22 +269,30 @@ def _wire(netdef):
             continue
         if not layer.bottom:
             # Only data and Input layers start a Caffe network; every other layer reads a blob.
-            raise ConversionError(f"{layer.type} layer has no bottom", file=path, layer=layer.name)
+            fail(layer, f"{layer.type} layer has no bottom")
         bottoms = []
         for b in layer.bottom:
             if b not in current:
-                raise ConversionError(f"bottom '{b}' is not produced by any earlier layer", file=path, layer=layer.name)
+                fail(layer, f"bottom '{b}' is not produced by any earlier layer")
+                stray = new_id(b, layer.name)
+                strays[stray] = b
+                memory[stray] = stray
+                bottoms.append(stray)
+                continue
             bottoms.append(current[b])
             readers.setdefault(current[b], []).append(layer.name)
         tops, written = [], []
         for position, top in enumerate(layer.top):
-            _check_single_source(layer, position, top, current, readers, path)
+            try:
+                _check_single_source(layer, position, top, current, readers, path)
+            except ConversionError as err:
+                fail(layer, err.message)
             bid = new_id(top, layer.name)
             if position < len(layer.bottom) and layer.bottom[position] == top:  # Caffe's in-place rule
                 memory[bid] = memory[bottoms[position]]
                 written.append(bid)
             else:
-                memory[bid] = memory[bottoms[0]] if _shares_memory(layer) else bid
+                memory[bid] = memory[bottoms[0]] if _shares_memory(layer) and bottoms else bid
             current[top] = bid
             tops.append((bid, top))
         wired.append((layer, bottoms, tops))
@@ -247,7 +303,7 @@ def _wire(netdef):
                     memory[view] = memory[bid]
                     current[name] = view
                     wired.append((_view_layer(layer, name), [bid, other], [(view, name)]))
-    return wired, current
+    return wired, current, problems, strays
 
 
 def _check_single_source(layer, j, top, current, readers, path):

@@ -2,8 +2,9 @@
 
 For each layer: name, type, top blobs, output shapes (Caffe order), parameter count (from the
 caffemodel when given, otherwise from the prototxt) and whether the converter can translate it.
-Unlike conversion this never stops at the first problem: an unsupported layer, or one whose shape
-cannot be inferred, is listed with the reason, and the layers fed by it get unknown shapes.
+Unlike conversion this never stops at the first problem: it reads the graph built tolerantly
+(:func:`caffe2keras.graph.build` with ``tolerant``), where an unsupported layer, or one whose
+shape cannot be inferred, is marked with the reason, and the layers fed by it get unknown shapes.
 With a caffemodel, each layer's blobs are checked against the shapes the prototxt implies, as
 conversion checks them; a layer whose weights are missing or misshapen is listed too.
 """
@@ -68,7 +69,6 @@ class Report:
 
 def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
     """Describe the network of ``prototxt_path`` (Caffe's inference view) as a :class:`Report`."""
-    supported = set(types.supported_types())
     netdef = prototxt.load(prototxt_path)
     blobs = caffemodel.load(caffemodel_path) if caffemodel_path is not None else None
     inputs = dict(netdef.inputs)
@@ -81,41 +81,34 @@ def inspect(prototxt_path, caffemodel_path=None, input_shapes=None):
     report = Report(network=netdef.name, path=str(prototxt_path), inputs=inputs,
                     weights=str(caffemodel_path) if caffemodel_path else None)
 
-    known = {name: shape for name, shape in inputs.items()}
-    for layer in netdef.layers:
-        with at_layer(layer.name):
-            report.rows.append(_row(layer, known, supported, blobs))
+    # The rows name each layer as the prototxt does (the graph names a nameless one).
+    caffe_names = [layer.name for layer in netdef.layers]
+    g = graph.build(netdef, input_shapes=inputs, supported=types.supported_types(), tolerant=True)
+    nodes = {id(node.param): node for node in g.nodes}  # the graph's own view nodes have no layer
+    for layer, name in zip(netdef.layers, caffe_names):
+        with at_layer(name):
+            if layer.type == "Input":
+                tops = list(layer.top)
+                report.rows.append(Row(name, "Input", [], tops, [_list(inputs.get(t)) for t in tops], 0))
+            else:
+                report.rows.append(_row(g, nodes[id(layer)], name, blobs))
     if blobs is not None:
-        present = {layer.name for layer in netdef.layers}
+        present = set(caffe_names)
         report.extra_weights = [name for name, held in blobs.layers.items() if held and name not in present]
     return report
 
 
-def _row(layer, known, supported, blobs):
-    """The :class:`Row` of ``layer``, whose bottoms' shapes ``known`` holds (updated with its tops')."""
-    if layer.type == "Input":
-        tops = list(layer.top)
-        return Row(layer.name, "Input", [], tops, [_list(known.get(t)) for t in tops], 0)
-    node = graph.Node(name=layer.name, type=layer.type, param=layer, bottoms=list(layer.bottom))
-    bottom_shapes = [known.get(b) for b in layer.bottom]
-    row = Row(layer.name, layer.type, list(layer.bottom), list(layer.top), [None] * len(layer.top))
-    row.supported = layer.type in supported
-    if not row.supported:
-        row.note = "no translator for this type"
-    elif any(s is None for s in bottom_shapes):
-        row.note = "input shape unknown"
-    else:
-        try:
-            tops = types.infer(node, bottom_shapes)
-            row.shapes = [_list(s) for s in tops][: len(layer.top)]
-        except ConversionError as err:
-            row.supported = False
-            row.note = err.message
-    for top, shape in zip(layer.top, row.shapes):
-        known[top] = tuple(shape) if shape is not None else None
-    row.params = _params(node, bottom_shapes, blobs)
-    if blobs is not None and row.supported and all(s is not None for s in bottom_shapes):
-        row.weights = _misfit(node, bottom_shapes, blobs.layers.get(node.name))
+def _row(g, node, name, blobs):
+    """The :class:`Row` of ``node`` of the tolerantly built graph ``g``, for the layer ``name``."""
+    layer = node.param
+    bottom_shapes = [g.shape(b) for b in node.bottoms]
+    known = all(s is not None for s in bottom_shapes)
+    row = Row(name, layer.type, list(layer.bottom), list(layer.top), [_list(g.shape(t)) for t in node.tops])
+    row.supported = node.problem is None
+    row.note = node.problem or ("" if known else "input shape unknown")
+    row.params = _params(node, bottom_shapes, blobs.layers.get(name) if blobs is not None else None, blobs is not None)
+    if blobs is not None and row.supported and known:
+        row.weights = _misfit(node, bottom_shapes, blobs.layers.get(name))
     return row
 
 
@@ -136,10 +129,10 @@ def _list(shape):
     return [None if d is None else int(d) for d in shape] if shape is not None else None
 
 
-def _params(node, bottom_shapes, blobs):
-    """Learned values of the layer: the caffemodel's blobs, else what the prototxt implies."""
-    if blobs is not None:
-        return int(sum(b.size for b in blobs.layers.get(node.name) or []))
+def _params(node, bottom_shapes, held, from_caffemodel):
+    """Learned values of the layer: the caffemodel's blobs ``held``, else what the prototxt implies."""
+    if from_caffemodel:
+        return int(sum(b.size for b in held or []))
     if types.of(node.type) is None or types.of(node.type).learned is spec.learns_nothing:
         return 0
     if any(s is None for s in bottom_shapes):

@@ -15,6 +15,7 @@ from conftest import GOLDEN, shared_path
 from helpers import write_caffemodel
 
 from caffe2keras.cli import EXIT_MISMATCH, main
+from caffe2keras.errors import ConversionError
 
 NET = GOLDEN / "zoo" / "bvlc_googlenet"
 PROTOTXT, CAFFEMODEL = str(NET / "deploy.prototxt"), str(NET / "weights.caffemodel")
@@ -105,6 +106,38 @@ def test_inspect_lists_unsupported_layers_instead_of_failing(tmp_path):
     # Layers before the Python layer still get shapes; those after it are unknown, not errors.
     assert report["layers"][0]["shapes"][0] is not None
     assert report["layers"][-1]["shapes"] == [None]
+
+
+PROBLEMS = {  # layer -> a problem conversion stops at
+    "sl": 'layer { name: "sl" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { axis: 1 slice_point: 7 } }',
+    "lost": 'layer { name: "lost" type: "ReLU" bottom: "nowhere" top: "lost" }',
+    "py": 'layer { name: "py" type: "Python" bottom: "data" top: "py" python_param { module: "m" layer: "L" } }',
+    "rw": 'layer { name: "rw" type: "ReLU" bottom: "data" top: "data" }',
+}
+
+
+def test_the_tolerant_graph_marks_each_problem_in_conversions_words(tmp_path):
+    from caffe2keras import graph, prototxt, types
+
+    header = 'input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+    after = 'layer { name: "after" type: "ReLU" bottom: "py" top: "after" }\n'
+    raised = {}
+    for name, text in PROBLEMS.items():
+        path = tmp_path / f"{name}.prototxt"
+        path.write_text(header + 'layer { name: "read" type: "ReLU" bottom: "data" top: "read" }\n' + text)
+        with pytest.raises(ConversionError) as err:
+            graph.build(prototxt.load(str(path)), supported=types.supported_types())
+        raised[name] = err.value.message
+    path = tmp_path / "all.prototxt"
+    path.write_text(header + 'layer { name: "read" type: "ReLU" bottom: "data" top: "read" }\n'
+                    + "\n".join(PROBLEMS.values()) + "\n" + after)
+    g = graph.build(prototxt.load(str(path)), supported=types.supported_types(), tolerant=True)
+    marked = {node.name: node.problem for node in g.nodes if node.problem}
+    assert marked == raised
+    for node in g.nodes:
+        known = node.name == "read"
+        assert all((g.shape(t) is not None) == known for t in node.tops), node.name
+    assert g.node("after").problem is None  # fed an unknown shape, not itself wrong
 
 
 def test_verify_agrees_with_opencv_per_layer(converted):
