@@ -27,7 +27,7 @@ prototxt.
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_LENGTH = 255
 CAFFE_ORDER = "caffe_order"
@@ -84,10 +84,25 @@ class Names:
     table_layer: str  # Keras name of the CaffeBlobs layer
     preprocess_layer: str  # Keras name of the CaffePreprocess layer, when there is one
     namer: Namer
+    helpers: dict = field(default_factory=dict)  # Node -> Keras names of the helper layers it uses
 
     def helper(self, node, what):
         """A fresh name for a helper layer of ``node``."""
-        return self.namer.claim(f"{self.layers[node]}_{what}")
+        name = self.namer.claim(f"{self.layers[node]}_{what}")
+        self.uses(node, name)
+        return name
+
+    def uses(self, node, name):
+        """Record that ``node``'s tops are computed through the helper layer ``name`` (one it
+        claimed, or one another node claimed first and shares: a blob's transpose)."""
+        used = self.helpers.setdefault(node, [])
+        if name not in used:
+            used.append(name)
+
+    def of(self, node):
+        """The Keras names of every layer computing ``node``'s tops from other blobs: the layer of
+        its name and its helpers (a layer claimed but never built has no place in the model)."""
+        return [self.layers[node], *self.helpers.get(node, ())]
 
     def table(self, graph):
         """The blob table the model stores: ``inputs`` ([Caffe blob, Keras input] in order),

@@ -22,7 +22,7 @@ import copy
 import dataclasses
 
 from . import losses, prototxt, solver
-from .errors import ConversionError
+from .errors import ConversionError, at_layer
 from .schema import float32_value
 
 
@@ -149,41 +149,33 @@ def blob_specs(conversion, strict=True):
     A layer translated into several weighted Keras layers cannot be mapped blob by blob: refused
     when ``strict``, else left as it is."""
     specs = []
+    by_name = {layer.name: layer for layer in conversion.model.layers}
     for node in conversion.graph.nodes:
         if not node.param.param:
             continue
-        weighted = [layer for layer in node_layers(conversion, node) if layer.weights]
-        if not weighted:
-            continue
-        if len(weighted) != 1:
-            if not strict:
+        with at_layer(node.name):
+            weighted = [layer for layer in node_layers(conversion, node, by_name) if layer.weights]
+            if not weighted:
                 continue
-            raise ConversionError(f"cannot tell which Keras weights are this {node.type} layer's blobs for its "
-                                  f"lr_mult/decay_mult", file=conversion.graph.path, layer=node.name)
-        (layer,) = weighted
-        for spec, variable in zip(node.param.param, layer.weights):
-            if variable.trainable:
-                specs.append(BlobSpec(layer, variable, float32_value(spec.lr_mult), float32_value(spec.decay_mult)))
+            if len(weighted) != 1:
+                if not strict:
+                    continue
+                raise ConversionError(f"cannot tell which Keras weights are this {node.type} layer's blobs for "
+                                      f"its lr_mult/decay_mult", file=conversion.graph.path, layer=node.name)
+            (layer,) = weighted
+            for spec, variable in zip(node.param.param, layer.weights):
+                if variable.trainable:
+                    specs.append(BlobSpec(layer, variable, float32_value(spec.lr_mult), float32_value(spec.decay_mult)))
     return specs
 
 
-def node_layers(conversion, node):
-    """The Keras layers computing ``node``'s tops: the graph walked back from them to the tensors
-    of other blobs (a translator may add padding, transposes or a subsampling after the kernel)."""
-    own = {id(conversion.tensors[b].value) for b in node.tops}
-    stop = {id(t.value) for t in conversion.tensors.values()} - own
-    found, seen = [], set()
-    pending = [conversion.tensors[b].value for b in node.tops]
-    while pending:
-        tensor = pending.pop()
-        if id(tensor) in seen or id(tensor) in stop or not hasattr(tensor, "_keras_history"):
-            continue
-        seen.add(id(tensor))
-        operation, index, _ = tensor._keras_history
-        if operation not in found:
-            found.append(operation)
-        pending.extend(operation._inbound_nodes[index].input_tensors)
-    return found
+def node_layers(conversion, node, by_name=None):
+    """The Keras layers computing ``node``'s tops from other blobs (a translator may add padding,
+    transposes or a subsampling after the kernel): those :meth:`~caffe2keras.naming.Names.of`
+    names that the model has. ``by_name`` maps the model's layer names to its layers."""
+    if by_name is None:
+        by_name = {layer.name: layer for layer in conversion.model.layers}
+    return [by_name[name] for name in conversion.names.of(node) if name in by_name]
 
 
 def freeze(conversion, with_solver=False):

@@ -54,9 +54,11 @@ class Context:
             return tensor.value
         key = (id(tensor.value), layout)
         if key not in self._converted:
-            suffix = "to_nchw" if layout == CAFFE else "to_nhwc"
-            self._converted[key] = keras.layers.Permute(permute_dims(layout), name=self.name(node, suffix))(tensor.value)
-        return self._converted[key]
+            name = self.name(node, "to_nchw" if layout == CAFFE else "to_nhwc")
+            self._converted[key] = keras.layers.Permute(permute_dims(layout), name=name)(tensor.value), name
+        value, name = self._converted[key]
+        self.names.uses(node, name)
+        return value
 
     def legacy(self, tensor, node):
         """``tensor`` as Caffe's legacy (num, channels, height, width) view: a blob of fewer axes
