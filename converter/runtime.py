@@ -77,20 +77,29 @@ def describe(model):
 
 
 def softmax_outputs(model):
-    """The outputs computed by a Softmax layer (through layers that only move values)."""
+    """The outputs computed by a Softmax layer (through layers that only move values), read off
+    the model's connectivity (each layer's ``input`` and ``output``), as a loaded model has it."""
     import keras
 
+    producer = {}
+    for layer in model.layers:
+        for tensor in _as_list(layer.output):
+            producer[id(tensor)] = layer
     found = []
     for name, tensor in zip(model.output_names, model.outputs):
-        layer = tensor._keras_history.operation
-        while type(layer).__name__ in SHAPE_ONLY_LAYERS and len(layer._inbound_nodes) == 1:
-            parents = layer._inbound_nodes[0].input_tensors
+        layer = producer.get(id(tensor))
+        while type(layer).__name__ in SHAPE_ONLY_LAYERS:
+            parents = _as_list(layer.input)
             if len(parents) != 1:
                 break
-            layer = parents[0]._keras_history.operation
+            layer = producer.get(id(parents[0]))
         if isinstance(layer, keras.layers.Softmax):
             found.append(name)
     return found
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def load(path):
