@@ -59,3 +59,13 @@ def test_a_renamed_class_would_not_load(monkeypatch):
     monkeypatch.delitem(objects, "caffe2keras>Proposal")
     with pytest.raises(Exception, match="Proposal"):
         keras.saving.load_model(SAVED / "two_stage.keras", safe_mode=True, compile=False)
+
+
+def test_a_saved_model_says_which_outputs_are_softmax_probabilities():
+    """Read off the loaded model's connectivity, so files saved before carry nothing new: ``sm3``
+    is a softmax over an axis held in Caffe's order, reached through its NHWC view; the others
+    are no softmax's (``ip1``, ``sig``)."""
+    from caffe2keras import runtime
+
+    assert runtime.load(SAVED / "caffe_order.h5").softmax_outputs == ["sm1", "sm3"]
+    assert runtime.load(SAVED / "forks.keras").softmax_outputs == []
