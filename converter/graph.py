@@ -159,7 +159,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
         bottom_shapes = [blobs[b].shape for b in bottoms]
         if tolerant:
             node.problem = problems.get(id(layer)) or (None if _supports(known, layer) else "no translator for this type")
-            top_shapes = _survey(node, bottom_shapes, len(tops))
+            top_shapes = _survey(node, bottom_shapes, [top for _, top in tops])
         else:
             try:
                 with at_layer(lname):
@@ -212,20 +212,22 @@ def _supports(known, layer):
     return layer.type in known and not (layer.type == spec.VIEW and layer.bottom)
 
 
-def _survey(node, bottom_shapes, count):
-    """The ``count`` top shapes of ``node`` in a tolerant build, each None when unknown: when the
-    node has a problem already, reads a blob of unknown shape, or gets one now."""
-    unknown = [None] * count
+def _survey(node, bottom_shapes, tops):
+    """The shapes of ``node``'s ``tops`` (Caffe names) in a tolerant build, each None when unknown:
+    when the node has a problem already, reads a blob of unknown shape, or gets one now (a top
+    the strict build would refuse included)."""
+    unknown = [None] * len(tops)
     if node.problem or any(s is None for s in bottom_shapes):
         return unknown
     try:
         with at_layer(node.name):
             shapes = types.infer(node, bottom_shapes)
+        if len(shapes) != len(tops):
+            raise ConversionError(f"{node.type} produces {len(shapes)} top(s) but {len(tops)} are listed")
+        for top, shape in zip(tops, shapes):
+            _check_shape(_dims(shape), node.name, None, f"top '{top}'")
     except ConversionError as err:
         node.problem = err.message
-        return unknown
-    if len(shapes) != count:
-        node.problem = f"{node.type} produces {len(shapes)} top(s) but {count} are listed"
         return unknown
     return shapes
 

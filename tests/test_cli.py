@@ -113,6 +113,7 @@ PROBLEMS = {  # layer -> a problem conversion stops at
     "lost": 'layer { name: "lost" type: "ReLU" bottom: "nowhere" top: "lost" }',
     "py": 'layer { name: "py" type: "Python" bottom: "data" top: "py" python_param { module: "m" layer: "L" } }',
     "rw": 'layer { name: "rw" type: "ReLU" bottom: "data" top: "data" }',
+    "big": 'layer { name: "big" type: "Convolution" bottom: "read" top: "big" convolution_param { num_output: 4 kernel_size: 11 } }',
 }
 
 
