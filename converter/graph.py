@@ -108,7 +108,6 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
             raise ConversionError(f"--outputs names blob(s) the network does not have: {', '.join(missing)}", file=path)
         # Cut before inferring shapes, so layers past the cut (a Python proposal layer) never matter.
         layers = _needed(layers, {current[o] for o in outputs})
-    # A layer calling itself (view) is not one _wire made (those name no Caffe bottom).
     known = _known(supported)
     unsupported = sorted({layer.type for layer, _, _ in layers if not _supports(known, layer)})
     if unsupported and not tolerant:
@@ -172,8 +171,7 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
                     f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
                 )
         for (bid, top), shape in zip(tops, top_shapes):
-            if shape is not None or not tolerant:
-                shape = _dims(shape)
+            shape = _dims(shape) if shape is not None else None
             if not tolerant:
                 _check_shape(shape, lname, path, f"top '{top}'")
             blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
@@ -285,10 +283,9 @@ def _wire(netdef, tolerant=False):
             readers.setdefault(current[b], []).append(layer.name)
         tops, written = [], []
         for position, top in enumerate(layer.top):
-            try:
-                _check_single_source(layer, position, top, current, readers, path)
-            except ConversionError as err:
-                fail(layer, err.message)
+            problem = _second_source(layer, position, top, current, readers)
+            if problem:
+                fail(layer, problem)
             bid = new_id(top, layer.name)
             if position < len(layer.bottom) and layer.bottom[position] == top:  # Caffe's in-place rule
                 memory[bid] = memory[bottoms[position]]
@@ -308,29 +305,23 @@ def _wire(netdef, tolerant=False):
     return wired, current, problems, strays
 
 
-def _check_single_source(layer, j, top, current, readers, path):
-    """Caffe's rule for a top name that already exists (Net::AppendTop after InsertSplits): only
-    the layer's bottom at the same position may be rewritten in place, and only while no other
-    layer reads that value (Caffe would give each reader a copy, so the rewrite would no longer
-    be in place). Anything else Caffe refuses: "Top blob produced by multiple sources"."""
+def _second_source(layer, j, top, current, readers):
+    """What breaks Caffe's rule for a top name that already exists (Net::AppendTop after
+    InsertSplits), or None: only the layer's bottom at the same position may be rewritten in
+    place, and only while no other layer reads that value (Caffe would give each reader a copy,
+    so the rewrite would no longer be in place). Anything else Caffe refuses: "Top blob produced
+    by multiple sources"."""
     if top not in current:
-        return
+        return None
     if j >= len(layer.bottom) or layer.bottom[j] != top:
-        raise ConversionError(
-            f"top '{top}' already exists (a network input or another layer's top); Caffe refuses a blob "
-            f"produced by multiple sources: give this top a name of its own",
-            file=path,
-            layer=layer.name,
-        )
+        return (f"top '{top}' already exists (a network input or another layer's top); Caffe refuses a blob "
+                f"produced by multiple sources: give this top a name of its own")
     others = [name for name in readers.get(current[top], []) if name != layer.name]
     if others or readers[current[top]].count(layer.name) > 1:
         who = f"layer '{others[0]}'" if others else "this layer's other bottom"
-        raise ConversionError(
-            f"rewrites '{top}' in place while {who} also reads it; Caffe refuses this (the reader gets a "
-            f"split copy, the in-place top becomes a second source of '{top}'): give this top a name of its own",
-            file=path,
-            layer=layer.name,
-        )
+        return (f"rewrites '{top}' in place while {who} also reads it; Caffe refuses this (the reader gets a "
+                f"split copy, the in-place top becomes a second source of '{top}'): give this top a name of its own")
+    return None
 
 
 def _shares_memory(layer):
