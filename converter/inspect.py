@@ -106,7 +106,7 @@ def _row(g, node, name, blobs):
     row = Row(name, layer.type, list(layer.bottom), list(layer.top), [_list(g.shape(t)) for t in node.tops])
     row.supported = node.problem is None
     row.note = node.problem or ("" if known else "input shape unknown")
-    row.params = _params(node, bottom_shapes, blobs.layers.get(name) if blobs is not None else None, blobs is not None)
+    row.params = _params(node, name, bottom_shapes, blobs)
     if blobs is not None and row.supported and known:
         row.weights = _misfit(node, bottom_shapes, blobs.layers.get(name))
     return row
@@ -129,10 +129,10 @@ def _list(shape):
     return [None if d is None else int(d) for d in shape] if shape is not None else None
 
 
-def _params(node, bottom_shapes, held, from_caffemodel):
-    """Learned values of the layer: the caffemodel's blobs ``held``, else what the prototxt implies."""
-    if from_caffemodel:
-        return int(sum(b.size for b in held or []))
+def _params(node, name, bottom_shapes, blobs):
+    """Learned values of the layer ``name``: the caffemodel's blobs, else what the prototxt implies."""
+    if blobs is not None:
+        return int(sum(b.size for b in blobs.layers.get(name) or []))
     if types.of(node.type) is None or types.of(node.type).learned is spec.learns_nothing:
         return 0
     if any(s is None for s in bottom_shapes):

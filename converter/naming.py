@@ -20,6 +20,9 @@ The rules (README, "The layout contract"):
 - Helper layers (padding, flattening, transposes) are ``<name>_<what>``, claimed while
   translating, so they never take a name decided here.
 
+:meth:`Names.of` gives the Keras layers each node became (its own and its helpers), so they are
+found by name in the model, as training finds the variables of a Caffe layer's blobs.
+
 :meth:`Names.table` is what the converted model stores (:class:`~caffe2keras.blobtable.CaffeBlobs`):
 from it :func:`blob_locations` finds any Caffe blob in a built or a loaded model, without the
 prototxt.
