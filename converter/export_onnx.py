@@ -74,13 +74,18 @@ def _convert(model, variables, opset, nchw_inputs):
 
     inputs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype or tf.float32, name=t.name) for t in model.inputs]
     names = _weight_names(variables, {t.name for t in model.inputs})
-    weights = [tf.TensorSpec(v.shape, v.dtype, name=name) for v, name in zip(variables, names)]
+    # Of unknown sizes, then given theirs: Grappler (which both TensorFlow's freezing and tf2onnx run)
+    # feeds every placeholder of a known shape a tensor of that shape, a copy of the weights per
+    # run (VGG16: +0.9 GiB). ``ensure_shape`` gives the graph the shapes back (tf2onnx makes it
+    # an Identity, folded into the initializer).
+    weights = [tf.TensorSpec((None,) * len(v.shape), v.dtype, name=name) for v, name in zip(variables, names)]
     count, trainable = len(inputs), len(model.trainable_variables)
 
     def call(*args):
         xs = list(args[:count])
-        outputs, _ = model.stateless_call(list(args[count : count + trainable]), list(args[count + trainable :]),
-                                          xs if count > 1 else xs[0], training=False)
+        values = [tf.ensure_shape(value, v.shape) for value, v in zip(args[count:], variables)]
+        outputs, _ = model.stateless_call(values[:trainable], values[trainable:], xs if count > 1 else xs[0],
+                                          training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return dict(zip(model.output_names, outputs))
 
