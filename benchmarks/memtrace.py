@@ -6,7 +6,10 @@
 runs ``caffe2keras convert`` in this process (as the CLI does: :func:`caffe2keras.api.convert_one`)
 while a thread samples the resident size of the process and of its children every 20 ms, and
 marks stages by wrapping the functions that do them (ours and TensorFlow's, Keras', tf2onnx's:
-:data:`PROBES`). It prints one row per stage: when it started, how long it ran, the resident
+:data:`PROBES`). A converter's C++ code can hold Python's lock for seconds (TFLite's MLIR
+conversion does), starving the sampling thread, so at each mark the kernel's high-water mark of
+the process (``VmHWM``) is read too and reset (``/proc/self/clear_refs``): the peak between two
+marks is exact however long the thread was kept waiting. It prints one row per stage: when it started, how long it ran, the resident
 size on entry, the most it reached while it ran (nested stages included) and on exit, all
 relative to the process once TensorFlow is imported, so the rows read against the conversion
 benchmark's "peak RSS above TensorFlow's own". ``--json`` writes every sample and event.
@@ -38,7 +41,8 @@ PROBES = (
     ("TFLite: load SavedModel", "tensorflow.lite.python.lite:TFLiteConverterBaseV2._load_saved_model"),
     ("TFLite: MLIR conversion", "tensorflow.lite.python.lite:_convert_saved_model"),
     ("TFLite: deduplicate buffers", "tensorflow.lite.python.lite:_deduplicate_readonly_buffers"),
-    ("TFLite: metadata added", "caffe2keras.export:_with_tflite_metadata"),
+    ("TFLite: metadata added", "caffe2keras.export_tflite:with_metadata"),
+    ("TFLite: metadata added (rebuilt)", "caffe2keras.export:_with_tflite_metadata"),
     ("TFLite: flatbuffer to objects", "tensorflow.lite.tools.flatbuffer_utils:convert_bytearray_to_object"),
     ("TFLite: objects to flatbuffer", "tensorflow.lite.tools.flatbuffer_utils:convert_object_to_bytearray"),
     ("ONNX: tf2onnx", "caffe2keras.export_onnx:_convert"),
@@ -68,12 +72,27 @@ def resident(pid):
     return total
 
 
+def high_water_mark():
+    """The peak RSS of this process since the last call (or its start), then reset; None where
+    the kernel does not keep it."""
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except (OSError, StopIteration, ValueError):
+        return None
+    return peak
+
+
 class Trace:
-    """Samples of (seconds, bytes) and events (seconds, "enter"/"exit", stage), from ``start``."""
+    """Samples of (seconds, bytes), events (seconds, "enter"/"exit", stage) and the high-water
+    marks between events, from ``start``."""
 
     def __init__(self):
         self.start = time.perf_counter()
-        self.samples, self.events = [], []
+        # peaks: (seconds, the most the process held between the previous mark and this one)
+        self.samples, self.events, self.peaks = [], [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -86,8 +105,12 @@ class Trace:
             self.samples.append((self.now(), resident(pid)))
 
     def mark(self, kind, stage):
-        self.samples.append((self.now(), resident(os.getpid())))
-        self.events.append((self.now(), kind, stage))
+        """An event, with the peak since the previous mark."""
+        peak, now = high_water_mark(), self.now()
+        if peak is not None:
+            self.peaks.append((now, peak))
+        self.samples.append((now, resident(os.getpid())))
+        self.events.append((now, kind, stage))
 
     def __enter__(self):
         self._thread.start()
@@ -96,6 +119,9 @@ class Trace:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        peak = high_water_mark()
+        if peak is not None:
+            self.peaks.append((self.now(), peak))
         self.samples.append((self.now(), resident(os.getpid())))
 
     def wrap(self, stage, function):
@@ -141,7 +167,7 @@ def table(trace, base):
         if not open_calls:
             continue
         _, t0 = open_calls.pop()
-        inside = [rss for ts, rss in trace.samples if t0 <= ts <= t]
+        inside = [rss for ts, rss in trace.samples if t0 <= ts <= t] + [rss for ts, rss in trace.peaks if t0 < ts <= t]
         entry = next((rss for ts, rss in trace.samples if ts >= t0), inside[0] if inside else 0)
         leave = next((rss for ts, rss in reversed(trace.samples) if ts <= t), entry)
         rows.append((stage, len(open_calls), t0, t - t0, (entry - base) / MiB, (max(inside or [entry]) - base) / MiB,
@@ -181,11 +207,11 @@ def main(argv=None):
         _lazy.register_keras_objects()
         install(trace)
         api.convert_one(args.prototxt, args.caffemodel, args.output, input_shapes=args.input_shape, force=True)
-    overall = max(rss for _, rss in trace.samples)
+    overall = max(rss for _, rss in trace.samples + trace.peaks)
     print(render(table(trace, base), imported_s, base, overall))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"base": base, "samples": trace.samples, "events": trace.events}, f)
+            json.dump({"base": base, "samples": trace.samples, "peaks": trace.peaks, "events": trace.events}, f)
 
 
 if __name__ == "__main__":

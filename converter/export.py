@@ -296,11 +296,13 @@ def write_savedmodel(model, directory):
     extra.write_text(json.dumps(runtime.describe(model)))
 
 
-def tflite_bytes(model, quantize=None):
-    """The TFLite flatbuffer of ``model``: signature ``serving_default`` with the Caffe blob names,
-    weights quantized to float16 or dynamic-range int8 when asked, and :func:`runtime.describe`'s
-    record in the model's metadata."""
+def write_tflite(model, path, quantize=None):
+    """The TFLite flatbuffer of ``model`` at ``path``: signature ``serving_default`` with the Caffe
+    blob names, weights quantized to float16 or dynamic-range int8 when asked, and
+    :func:`runtime.describe`'s record in the model's metadata."""
     import tensorflow as tf
+
+    from . import export_tflite, runtime
 
     with _scratch("tflite") as tmp:
         write_savedmodel(model, tmp)
@@ -309,11 +311,18 @@ def tflite_bytes(model, quantize=None):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if quantize == "float16":
                 converter.target_spec.supported_types = [tf.float16]
-        # The converter's own metadata costs a copy of the model in flatbuffer objects; ours
-        # below costs the same once.
+        # The converter's own metadata costs a rebuild of the flatbuffer (three copies of the
+        # weights); ours is added without one.
         converter.exclude_conversion_metadata = True
         data = converter.convert()
-    return _with_tflite_metadata(data, model)
+    record = json.dumps(runtime.describe(model)).encode()
+    try:
+        chunks = export_tflite.with_metadata(data, runtime.METADATA_NAME, record)
+    except export_tflite.Unsupported:
+        chunks = [_with_tflite_metadata(data, record)]
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def _tflite_converter(directory):
@@ -337,7 +346,9 @@ def _tflite_converter(directory):
     return converter
 
 
-def _with_tflite_metadata(data, model):
+def _with_tflite_metadata(data, record):
+    """``data`` rebuilt through the flatbuffer object API with the metadata ``record``: for the
+    models :func:`export_tflite.with_metadata` does not rewrite."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -345,7 +356,7 @@ def _with_tflite_metadata(data, model):
 
     tree = flatbuffer_utils.convert_bytearray_to_object(data)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(runtime.describe(model)).encode(), np.uint8)
+    buffer.data = np.frombuffer(record, np.uint8)
     tree.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = runtime.METADATA_NAME, len(tree.buffers) - 1
@@ -429,9 +440,7 @@ def _write(model, tmp, fmt, **options):
     elif fmt == "onnx":
         write_onnx(model, tmp, **options)
     else:
-        data = tflite_bytes(model, **options)
-        with open(tmp, "wb") as f:
-            f.write(data)
+        write_tflite(model, tmp, **options)
 
 
 def _save_h5(model, path):
