@@ -19,7 +19,7 @@ Parts (each a module of this directory; their docstrings say exactly what is tim
     --startup      commands.py    start-up of --help, --version, inspect beside importing TensorFlow
 
 (``scaling.py`` is another benchmark, run alone: the graph stage against the number of tops,
-outputs and bottoms.)
+outputs and bottoms. ``memtrace.py`` profiles one conversion's memory stage by stage.)
 
 Every measurement is a fresh child process, under a memory limit (``--mem-gib``) and a time
 limit, so a conversion that blows up is reported as "killed at X GiB" (``measure.py``). Inputs

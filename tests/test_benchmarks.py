@@ -10,6 +10,7 @@ from conftest import REPO, shared_path
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import measure  # noqa: E402
+import memtrace  # noqa: E402
 import models  # noqa: E402
 import report  # noqa: E402
 
@@ -37,6 +38,25 @@ def test_a_failed_child_reports_its_last_error_line():
 def test_a_child_report_is_its_last_json_line():
     run = measure.run([sys.executable, "-c", "print('chatter'); print('{\"seconds\": 1.5}')"])
     assert run.ok and run.report() == {"seconds": 1.5}
+
+
+def test_memtrace_gives_each_stage_the_peak_inside_it_even_unsampled():
+    """A stage's peak includes the kernel's high-water mark read at its marks (a converter holding
+    Python's lock starves the sampler); the peak before a stage, read as it starts, is not its."""
+    import numpy as np
+
+    trace = memtrace.Trace()
+    trace.mark("enter", "outer")
+    hog = np.ones(2**25)  # 256 MiB touched, freed before the next mark: no sample sees it
+    del hog
+    trace.mark("enter", "inner")
+    trace.mark("exit", "inner")
+    trace.mark("exit", "outer")
+    rows = {row[0]: row for row in memtrace.table(trace, base=0)}
+    assert set(rows) == {"outer", "inner"} and rows["inner"][1] == 1
+    outer_peak, inner_peak = rows["outer"][5], rows["inner"][5]
+    assert outer_peak - rows["outer"][4] > 200  # the hog, seen by the high-water mark only
+    assert inner_peak - rows["inner"][4] < 50  # the hog's peak was read as "inner" began
 
 
 def test_chain_has_the_layers_asked_for_and_their_weights(tmp_path):
