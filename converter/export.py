@@ -66,7 +66,7 @@ WRITE_PROBLEMS = {
 QUANTIZE = ("float16", "dynamic")
 # The memory a format's writer takes beyond the built model, in weights' sizes, rounded up
 # (measured peaks beyond the model: TFLite's converter 6.6x the weights on VGG16's 528 MiB,
-# 7.6x on ResNet-50's 98 MiB; the ONNX export 0.05x on VGG16).
+# 7.5x on ResNet-50's 98 MiB; the ONNX export 0.05x on VGG16).
 WRITER_MEMORY = {"tflite": 9, "onnx": 1}
 # Which options each format takes (see :func:`check_options`).
 FORMAT_OPTIONS = {"opset": "onnx", "nchw_inputs": "onnx", "quantize": "tflite"}
