@@ -75,7 +75,7 @@ def cli(*args):
     return [sys.executable, "-c", "from caffe2keras.cli import main; main()", *map(str, args)]
 
 
-def _resident_bytes(pid):
+def resident_bytes(pid):
     """RSS of ``pid`` and its descendants, read from /proc (0 once it has gone)."""
     total, todo = 0, [pid]
     while todo:
@@ -109,7 +109,7 @@ def run(args, timeout=TIMEOUT_S, mem_gib=MEM_GIB, env=None):
 
         def guard():
             while not stop.wait(POLL_S):
-                rss = _resident_bytes(proc.pid)
+                rss = resident_bytes(proc.pid)
                 state["tree_peak"] = max(state["tree_peak"], rss)
                 elapsed = time.perf_counter() - start
                 if rss > limit:

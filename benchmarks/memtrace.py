@@ -26,8 +26,8 @@ import os
 import threading
 import time
 
-MiB = 2**20
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from measure import MiB, resident_bytes
+
 INTERVAL_S = 0.02
 # (stage, "module:attribute path"): the functions whose calls are the stages.
 PROBES = (
@@ -54,22 +54,6 @@ PROBES = (
     ("ONNX: initializers folded + written", "caffe2keras.export_onnx:_fold_layout"),
     ("publish", "caffe2keras.export:publish"),
 )
-
-
-def resident(pid):
-    """RSS of ``pid`` and its descendants, from /proc."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
-            continue
-    return total
 
 
 def high_water_mark():
@@ -102,14 +86,14 @@ class Trace:
     def _sample(self):
         pid = os.getpid()
         while not self._stop.wait(INTERVAL_S):
-            self.samples.append((self.now(), resident(pid)))
+            self.samples.append((self.now(), resident_bytes(pid)))
 
     def mark(self, kind, stage):
         """An event, with the peak since the previous mark."""
         peak, now = high_water_mark(), self.now()
         if peak is not None:
             self.peaks.append((now, peak))
-        self.samples.append((now, resident(os.getpid())))
+        self.samples.append((now, resident_bytes(os.getpid())))
         self.events.append((now, kind, stage))
 
     def __enter__(self):
@@ -122,7 +106,7 @@ class Trace:
         peak = high_water_mark()
         if peak is not None:
             self.peaks.append((self.now(), peak))
-        self.samples.append((self.now(), resident(os.getpid())))
+        self.samples.append((self.now(), resident_bytes(os.getpid())))
 
     def wrap(self, stage, function):
         @functools.wraps(function)
@@ -201,7 +185,7 @@ def main(argv=None):
 
         trace.mark("exit", "import TensorFlow")
         imported_s = trace.now()
-        base = resident(os.getpid())
+        base = resident_bytes(os.getpid())
         from caffe2keras import _lazy, api
 
         _lazy.register_keras_objects()
