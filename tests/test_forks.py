@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 from conftest import GOLDEN
-from helpers import assert_close, build, check_golden, layer_values, run_net, write_net
+from helpers import assert_close, build, check_golden, layer_values, model_inputs, run_net, run_outputs, write_net
+from oracle import detections
 
 EXTENSION_LAYERS = ["norm", "norm_shared", "loc_flat", "priors", "upsample", "interp", "pixelshuffle", "pad", "relu6", "hswish"]
 
@@ -31,6 +32,25 @@ def test_mobilenet_ssd_detections_match_caffe():
     # The reference is not a degenerate all-padding blob: both images detect, several labels.
     assert set(detections[:, 0]) == {0.0, 1.0}
     assert len(set(detections[:, 1])) > 2
+
+
+def test_nms_chains_match_caffe_eager_and_compiled():
+    """Greedy NMS over chains where each kept box decides which of the next ones survive, the
+    model run eagerly and through Keras' compiled predict step. A suppression by every better box,
+    kept or not, would keep one box per chain: real Caffe keeps a dozen."""
+    net = GOLDEN / "nms_chains"
+    expected = np.load(net / "expected.npz")
+    inputs = {k[len("input/"):]: expected[k] for k in expected.files if k.startswith("input/")}
+    conversion = build(net / "deploy.prototxt", net / "weights.caffemodel")
+    eager = run_outputs(conversion, inputs)
+    compiled = conversion.model.predict_on_batch(model_inputs(conversion, inputs))
+    compiled = dict(zip(conversion.model.output_names, compiled))
+    for name in ("det_shared", "det_per_class"):
+        caffe = detections(expected[f"output/{name}"])
+        chain = caffe[(caffe[:, 0] == 0) & (caffe[:, 1] == 1)]
+        assert len(chain) > 10
+        assert_close(detections(eager[name]), caffe, f"{name} eager")
+        assert_close(detections(compiled[name]), caffe, f"{name} compiled")
 
 
 def _darknet_reorg(x, stride, forward):
