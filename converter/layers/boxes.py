@@ -2,6 +2,7 @@
 boxes.
 """
 
+import numpy as np
 from keras import ops
 
 
@@ -33,6 +34,37 @@ def greedy_nms(candidates, suppresses, max_keep=None):
         return remaining, keep
 
     _, keep = ops.while_loop(cond, body, (candidates, ops.zeros_like(candidates)))
+    return keep
+
+
+def greedy_nms_matrix(candidates, conflict):
+    """The boxes :func:`greedy_nms` keeps, from the whole (..., K, K) bool ``conflict`` of boxes
+    sorted best first (``conflict[..., j, i]``: box j, once kept, removes box i), in a few loop
+    steps where :func:`greedy_nms` takes one per kept box.
+
+    The sequential pass keeps box i when it is a candidate and no earlier kept box removes it:
+    a system that fixes each box from the earlier ones alone, so it has one solution, and the
+    step ``keep ← candidates ∧ ¬(earlier kept boxes remove it)``, from any start, is right on
+    one more leading box each time. So the first step that changes nothing has reached the
+    sequential pass's answer: after at most K + 1 steps, in practice after as many as the
+    longest chain of boxes that each remove the next one, plus one.
+    """
+    size = candidates.shape[-1]
+    earlier = np.triu(np.ones((size, size), dtype=bool), 1)  # [j, i]: j comes before i
+    removes = ops.cast(ops.logical_and(conflict, earlier), "float32")
+
+    def step(keep):
+        # A sum of 0s and 1s is > 0 exactly when one term is 1, however it is rounded.
+        hits = ops.matmul(ops.expand_dims(ops.cast(keep, "float32"), -2), removes)[..., 0, :]
+        return ops.logical_and(candidates, hits <= 0)
+
+    def changed(keep, previous):
+        return ops.any(ops.not_equal(keep, previous))
+
+    def body(keep, previous):
+        return step(keep), keep
+
+    keep, _ = ops.while_loop(changed, body, (step(candidates), candidates))
     return keep
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from .base import register
-from .boxes import greedy_nms, iou
+from .boxes import greedy_nms, greedy_nms_matrix, iou
 
 
 def prior_boxes(feature_hw, image_hw, step_hw, offset, min_sizes, max_sizes, aspect_ratios, clip, variances):
@@ -173,9 +173,7 @@ class DetectionOutput(keras.layers.Layer):
         corners = [cand_boxes[..., i] for i in range(4)]
         overlaps = iou([ops.expand_dims(c, -1) for c in corners], [ops.expand_dims(c, -2) for c in corners])
         conflict = ops.logical_not(overlaps <= self.nms_threshold)
-        keep = greedy_nms(
-            valid, lambda i: ops.take_along_axis(conflict, i[..., None, None], axis=-2)[..., 0, :]
-        )
+        keep = greedy_nms_matrix(valid, conflict)
         kept_scores = ops.where(keep, cand_scores, float("-inf"))
         flat_scores = ops.reshape(kept_scores, (-1, len(classes) * k))
         best, best_index = ops.top_k(flat_scores, self.rows)
