@@ -51,6 +51,14 @@ def test_nms_chains_match_caffe_eager_and_compiled():
         assert len(chain) > 10
         assert_close(detections(eager[name]), caffe, f"{name} eager")
         assert_close(detections(compiled[name]), caffe, f"{name} compiled")
+    # Eager TensorFlow calls run the layer as a traced graph; other backends run its ops one by one.
+    from caffe2keras.layers import DetectionOutput
+
+    for layer in (la for la in conversion.model.layers if isinstance(la, DetectionOutput)):
+        loc = inputs["loc" if layer.share_location else "loc_per_class"]
+        args = [loc, inputs["conf"], inputs["priors"]]
+        one_by_one = np.asarray(DetectionOutput._detect(layer, *args))
+        assert np.array_equal(one_by_one, np.asarray(layer(args))), layer.name
 
 
 def _darknet_reorg(x, stride, forward):

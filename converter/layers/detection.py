@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .base import register
+from .base import register, traced_when_eager
 from .boxes import greedy_nms, greedy_nms_matrix, iou
 
 
@@ -149,7 +149,9 @@ class DetectionOutput(keras.layers.Layer):
         return ops.stack([dcx - dw / 2.0, dcy - dh / 2.0, dcx + dw / 2.0, dcy + dh / 2.0], axis=-1)
 
     def call(self, inputs):
-        loc, conf, priors = inputs
+        return traced_when_eager(self, DetectionOutput._detect, *inputs)
+
+    def _detect(self, loc, conf, priors):
         n_priors = priors.shape[-1] // 4
         n_loc = 1 if self.share_location else self.num_classes
         classes = [c for c in range(self.num_classes) if c != self.background_label_id]
