@@ -323,15 +323,17 @@ def test_yolo_v2_detection_output_follows_mobilenet_yolo(tmp_path):
         nms_threshold: 0.45 {" ".join(f"biases: {b}" for b in biases)} }} }}
     """
     x = (2.0 * np.random.default_rng(7).standard_normal((1, 24, 5, 5))).astype(np.float32)
-    _, values = run_net(tmp_path, text, {"data": x})
+    conversion, values = run_net(tmp_path, text, {"data": x})
     rows = values[("det", "det")].reshape(-1, 7)
     assert rows.shape == (75, 7)
+    compiled = np.asarray(conversion.model.predict_on_batch(model_inputs(conversion, {"data": x}))).reshape(-1, 7)
     expected = _yolo_v2_detections(x, 3, 3, biases, 0.2, 0.45)
     assert 3 < len(expected) < 60  # enough detections, and some suppressed or below threshold
-    assert_close(rows[: len(expected)], expected, "detections")
     padding = np.full((75 - len(expected), 7), -1.0)
     padding[:, 0] = 0
-    assert_close(rows[len(expected):], padding, "padding rows")
+    for what, got in (("eager", rows), ("compiled", compiled)):
+        assert_close(got[: len(expected)], expected, f"{what} detections")
+        assert_close(got[len(expected):], padding, f"{what} padding rows")
 
 
 def _yolo_v3_detections(xs, num_classes, num_box, biases, anchors_scale, mask, threshold, nms_threshold):

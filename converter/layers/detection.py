@@ -262,7 +262,7 @@ class YoloDetectionOutput(keras.layers.Layer):
         corners, area = _corners(bx, by, bw, bh), bw * bh
         overlaps = iou([c[:, None] for c in corners], [c[None] for c in corners], areas=(area[:, None], area[None]))
         conflict = overlaps >= self.nms_threshold
-        keep = greedy_nms(valid, lambda k: ops.take(conflict, k, axis=0))
+        keep = greedy_nms_matrix(valid, conflict)
         return _yolo_rows(keep, ops.arange(total), total, (bx, by, bw, bh, label, score))
 
     def compute_output_shape(self, s):
