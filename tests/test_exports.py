@@ -317,6 +317,27 @@ def test_onnx_of_a_two_stage_detector(tmp_path):
         assert_close(got[name], np.asarray(value), f"ONNX {name}")
 
 
+@pytest.mark.parametrize("name", ["m.tflite", "m.onnx"])
+def test_detection_exports_keep_caffes_detections(tmp_path, name):
+    """SSD's DetectionOutput, its NMS a loop whose step count depends on the boxes, in TFLite's
+    interpreter and onnxruntime: real Caffe's detections on chains of overlapping boxes."""
+    if name.endswith(".onnx"):
+        pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx (the 'onnx' extra)")
+        pytest.importorskip("onnxruntime")
+    from oracle import detections
+
+    from caffe2keras import runtime
+
+    net = GOLDEN / "nms_chains"
+    expected = np.load(net / "expected.npz")
+    model = build(net / "deploy.prototxt", net / "weights.caffemodel").model
+    exported = runtime.load(export.save(model, tmp_path / name))
+    got = dict(zip(exported.output_names, exported([expected[f"input/{p.name}"] for p in exported.inputs])))
+    assert sorted(got) == ["det_per_class", "det_shared"]
+    for blob, value in got.items():
+        assert_close(detections(value), detections(expected[f"output/{blob}"]), f"{name} {blob}")
+
+
 @pytest.mark.parametrize("name, factor", [("m.tflite", 9), ("m.onnx", 1)])
 def test_an_export_that_would_run_out_of_memory_is_refused_first(googlenet, tmp_path, monkeypatch, name, factor):
     """TFLite's converter holds about nine copies of the weights: with less memory free than
