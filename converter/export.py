@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import keras_archive
+from . import h5file, keras_archive
 from .errors import ConversionError, clip
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", ".onnx": "onnx"}
@@ -455,7 +455,7 @@ def _save_h5(model, path):
     except ImportError:
         model.save(path)
         return
-    with h5py.File(path, "w", libver=("v108", "latest")) as f:
+    with h5file.create(path) as raw, h5py.File(raw, "w", libver=("v108", "latest")) as f:
         save_model_to_hdf5(model, f)
 
 

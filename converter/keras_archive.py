@@ -19,6 +19,8 @@ import time
 import zipfile
 import zlib
 
+from . import h5file
+
 # The userblock: the smallest HDF5 allows, room for the member's zip header (30 bytes, the name,
 # a ZIP64 field past 4 GiB), the rest padding.
 HEADER_SIZE = 512
@@ -45,7 +47,8 @@ def save(model, path):
         """Keras' HDF5 weights store on a file whose userblock will hold the zip header."""
 
         def _get_h5_file(self, path_or_io, mode=None):
-            return h5py.File(path_or_io, mode="w", userblock_size=HEADER_SIZE)
+            self.io_file = h5file.create(path_or_io)  # closed by the store, after the HDF5 file
+            return h5py.File(self.io_file, mode="w", userblock_size=HEADER_SIZE)
 
     metadata_name, config_name, weights_name = names
     config_json, metadata_json = serialize(model)
