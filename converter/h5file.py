@@ -1,11 +1,11 @@
 """The file object h5py writes the ``.h5`` and ``.keras`` weights through: every write cut into
 pieces of a bounded size.
 
-HDF5 hands each dataset to the file in one write call (VGG16's fc6: 392 MiB). On Linux such a
-write fills the page cache in large folios, and finding those on a busy machine stalls it: the
-same 528 MiB took from 0.2 s to 3.4 s written whole, 0.22-0.38 s every time in pieces of
-256 KiB (measured in turns on the 2-core machine, `benchmarks/conversion.py`'s floor copying the
-caffemodel at 0.3 s meanwhile).
+HDF5 hands each dataset to the file in one write call (VGG16's fc6: 392 MiB). On the busy
+2-core machine (Linux 6.18, ext4) 528 MiB written in calls of 4 MiB or more took from 0.2 s to
+3.4 s, in calls of 64 or 256 KiB 0.22-0.38 s every time (measured in turns; the page cache then
+takes small folios, which is likely why), as the floor of `benchmarks/conversion.py`, copying
+the caffemodel with ``sendfile``, takes 0.3 s.
 """
 
 import io
