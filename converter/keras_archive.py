@@ -17,7 +17,6 @@ Keras' own, written by Keras' saving functions; where those private functions ar
 import struct
 import time
 import zipfile
-import zlib
 
 from . import h5file
 
@@ -26,8 +25,6 @@ from . import h5file
 HEADER_SIZE = 512
 # Header id of the padding's extra field (the one zipalign uses to align stored members).
 PADDING_ID = 0xD935
-# Read back in blocks this size to compute the member's CRC (small: it adds to the peak memory).
-CRC_BLOCK = 2**20
 
 
 def save(model, path):
@@ -47,7 +44,7 @@ def save(model, path):
         """Keras' HDF5 weights store on a file whose userblock will hold the zip header."""
 
         def _get_h5_file(self, path_or_io, mode=None):
-            self.io_file = h5file.create(path_or_io)  # closed by the store, after the HDF5 file
+            self.io_file = h5file.create(path_or_io, checksums=True)  # closed by the store, after the HDF5 file
             return h5py.File(self.io_file, mode="w", userblock_size=HEADER_SIZE)
 
     metadata_name, config_name, weights_name = names
@@ -59,7 +56,7 @@ def save(model, path):
     finally:
         store.close()
     with open(path, "r+b") as f:
-        weights = _member_in_place(f, weights_name)
+        weights = _member_in_place(f, weights_name, store.io_file)
         f.seek(0, 2)
         with zipfile.ZipFile(f, "w") as archive:
             archive.writestr(metadata_name, metadata_json)
@@ -68,16 +65,13 @@ def save(model, path):
             archive.NameToInfo[weights.filename] = weights
 
 
-def _member_in_place(f, name):
-    """Write the zip header of the member whose data runs from HEADER_SIZE to the end of ``f``;
-    returns its ZipInfo for the central directory."""
-    f.seek(0, 2)
-    size = f.tell() - HEADER_SIZE
-    f.seek(HEADER_SIZE)
-    crc, block = 0, bytearray(CRC_BLOCK)
-    view = memoryview(block)
-    while n := f.readinto(block):
-        crc = zlib.crc32(view[:n], crc)
+def _member_in_place(f, name, written):
+    """Write the zip header of the member whose data runs from HEADER_SIZE to the end of ``f``
+    (``written`` by an :class:`h5file.PieceFile` with checksums); returns its ZipInfo for the
+    central directory."""
+    end = f.seek(0, 2)
+    size = end - HEADER_SIZE
+    crc = h5file.crc32(f, HEADER_SIZE, end, written)
     info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
     info.compress_type = zipfile.ZIP_STORED
     info.file_size = info.compress_size = size

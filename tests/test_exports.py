@@ -111,6 +111,42 @@ def test_keras_archive_holds_what_keras_writes_weights_written_in_place(googlene
         assert z.testzip() == "model.weights.h5"
 
 
+def test_piece_file_crc_from_the_writes_equals_the_files(tmp_path):
+    """The CRC-32 of a file region put together from the CRCs kept while writing (big writes,
+    one overwritten in part later, one overwriting another) and bytes read back equals zlib's
+    over the file's bytes; zlib's combination rule on random splits; a wrong length fails."""
+    import os
+    import random
+    import zlib
+
+    from caffe2keras import h5file
+
+    rng = random.Random(0)
+    for _ in range(100):
+        a, b = os.urandom(rng.randrange(3000)), os.urandom(rng.randrange(3000))
+        assert h5file.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    assert h5file.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b) + 1) != zlib.crc32(a + b)
+    piece = h5file.PIECE
+    f = h5file.create(tmp_path / "f", checksums=True)
+    for offset, length in ((None, 100), (None, 3 * piece + 7), (50, piece + 1), (None, 10), (None, piece),
+                           (3 * piece + 50, 3), (None, piece + 5), (None, 2 * piece)):
+        if offset is not None:
+            f.seek(offset)
+        else:
+            f.seek(0, 2)
+        f.write(os.urandom(length))
+    f.seek(4 * piece)  # a big write overwriting part of earlier big ones
+    f.write(os.urandom(piece))
+    f.seek(6 * piece)  # a small one, into the last big one written whole
+    f.write(b"xyz")
+    f.close()
+    assert len(f.checksums) == 6
+    data = (tmp_path / "f").read_bytes()
+    with open(tmp_path / "f", "rb") as g:
+        for start, end in ((0, len(data)), (20, len(data) - 5), (100, len(data)), (7, 7)):
+            assert h5file.crc32(g, start, end, f) == zlib.crc32(data[start:end]), (start, end)
+
+
 def test_savedmodel_serves_caffe_outputs_by_blob_name(googlenet, outdir):
     import tensorflow as tf
 
