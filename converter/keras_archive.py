@@ -14,6 +14,8 @@ Keras' own, written by Keras' saving functions; where those private functions ar
 ``model.save`` writes the file instead.
 """
 
+import contextlib
+import functools
 import struct
 import time
 import zipfile
@@ -51,8 +53,9 @@ def save(model, path):
     config_json, metadata_json = serialize(model)
     store = InPlaceStore(str(path), mode="w")
     try:
-        # Converted models hold no assets (no layer of theirs has any to save).
-        save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+        with _skipsets_kept(saving_lib):
+            # Converted models hold no assets (no layer of theirs has any to save).
+            save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
     finally:
         store.close()
     with open(path, "r+b") as f:
@@ -63,6 +66,23 @@ def save(model, path):
             archive.writestr(config_name, config_json)
             archive.filelist.append(weights)
             archive.NameToInfo[weights.filename] = weights
+
+
+@contextlib.contextmanager
+def _skipsets_kept(saving_lib):
+    """Keras' saver skips the attributes every object of a kind has, listing them from a fresh
+    object of that kind; it stores the list under one key and looks it up under another, so it
+    builds a fresh ``Layer`` for every layer saved (0.9 ms each: 0.2 s for ResNet-50). Kept here
+    for the one save (the lists depend on the kind alone)."""
+    original = getattr(saving_lib, "get_attr_skipset", None)
+    if original is None:
+        yield
+        return
+    saving_lib.get_attr_skipset = functools.cache(original)
+    try:
+        yield
+    finally:
+        saving_lib.get_attr_skipset = original
 
 
 def _member_in_place(f, name, written):
