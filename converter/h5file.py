@@ -35,7 +35,7 @@ class PieceFile(io.FileIO):
 
     def __init__(self, path, mode, checksums=False):
         super().__init__(path, mode)
-        self.writes = []  # (offset, length) of every write, in order
+        self.writes = [] if checksums else None  # (offset, length) of every write, in order
         self.checksums = {}  # index in writes: CRC-32 of that write's bytes
         self._crc_thread = ThreadPoolExecutor(1) if checksums else None
 
@@ -47,11 +47,15 @@ class PieceFile(io.FileIO):
             # (valid until we return).
             pending = self._crc_thread.submit(zlib.crc32, view)
         offset, done = self.tell(), 0
-        while done < len(view):
-            done += super().write(view[done : done + PIECE])
-        if pending is not None:
-            self.checksums[len(self.writes)] = pending.result()
-        self.writes.append((offset, done))
+        try:
+            while done < len(view):
+                done += super().write(view[done : done + PIECE])
+        finally:
+            crc = None if pending is None else pending.result()  # even when failing: the bytes go with us
+        if self.writes is not None:
+            if crc is not None:
+                self.checksums[len(self.writes)] = crc
+            self.writes.append((offset, done))
         return done
 
     def close(self):
