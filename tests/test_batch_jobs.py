@@ -100,15 +100,19 @@ def alive(pid):
 def start_until_big_is_written(tmp_path, out, report):
     """The batch in 2 jobs, once the big model is being written (in its worker's temporary
     directory, named with that worker's process id; a small model's file is smaller than
-    16 MiB); returns the process and that id."""
+    4 MiB); returns the process, that id and the worker processes (listed before: the 256 MiB
+    are written in a fraction of a second)."""
     proc = subprocess.Popen([*CLI, "batch", str(big_manifest(tmp_path)), "-o", str(out), "--report", str(report),
                              "--jobs", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     deadline = time.monotonic() + 240
+    workers = []
     while proc.poll() is None and time.monotonic() < deadline:
-        staged = [p for p in out.glob(".caffe2keras-*/model.keras") if _size(p) > 2**24]  # not a small one's
+        if len(workers) < 2:
+            workers = children(proc.pid)
+        staged = [p for p in out.glob(".caffe2keras-*/model.keras") if _size(p) > 2**22]  # not a small one's
         if staged:
-            return proc, int(staged[0].parent.name.split("-")[1])
+            return proc, int(staged[0].parent.name.split("-")[1]), workers
         time.sleep(0.002)
     proc.kill()
     pytest.fail(f"the big model was never seen being written: {proc.communicate()}")
@@ -127,7 +131,7 @@ def leftovers(out):
 
 def test_a_killed_worker_fails_its_model_and_the_batch_goes_on(tmp_path):
     out, report = tmp_path / "out", tmp_path / "report.json"
-    proc, worker = start_until_big_is_written(tmp_path, out, report)
+    proc, worker, _ = start_until_big_is_written(tmp_path, out, report)
     try:
         os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer does
         _, stderr = proc.communicate(timeout=240)
@@ -148,8 +152,7 @@ def test_a_killed_worker_fails_its_model_and_the_batch_goes_on(tmp_path):
                          ids=["Ctrl-C", "SIGTERM"])
 def test_an_interrupt_stops_the_workers_and_leaves_no_partial_output(tmp_path, sig):
     out, report = tmp_path / "out", tmp_path / "report.json"
-    proc, _ = start_until_big_is_written(tmp_path, out, report)
-    workers = children(proc.pid)
+    proc, _, workers = start_until_big_is_written(tmp_path, out, report)
     try:
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole process group
