@@ -15,6 +15,7 @@ bytes between them (zlib's ``crc32_combine``, here in Python: zlib's module lack
 """
 
 import bisect
+import contextlib
 import io
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ class PieceFile(io.FileIO):
         super().__init__(path, mode)
         self.writes = [] if checksums else None  # (offset, length) of every write, in order
         self.checksums = {}  # index in writes: CRC-32 of that write's bytes
+        self.failure = None  # the first write's OSError
         self._crc_thread = ThreadPoolExecutor(1) if checksums else None
 
     def write(self, data):
@@ -50,6 +52,9 @@ class PieceFile(io.FileIO):
         try:
             while done < len(view):
                 done += super().write(view[done : done + PIECE])
+        except OSError as err:
+            self.failure = self.failure or err
+            raise
         finally:
             crc = None if pending is None else pending.result()  # even when failing: the bytes go with us
         if self.writes is not None:
@@ -64,9 +69,20 @@ class PieceFile(io.FileIO):
         super().close()
 
 
+@contextlib.contextmanager
 def create(path, checksums=False):
-    """A new, empty :class:`PieceFile` at ``path``, open for reading and writing."""
-    return PieceFile(path, "w+", checksums=checksums)
+    """A new, empty :class:`PieceFile` at ``path``, open for reading and writing, closed on
+    leaving. When a write fails (no space left, ...), HDF5 reports that as it can, or not at all
+    (h5py then fails on the file's next call): the error leaving is the write's own."""
+    f = PieceFile(path, "w+", checksums=checksums)
+    try:
+        yield f
+    except Exception as err:
+        if f.failure is not None and err is not f.failure:
+            raise f.failure from None
+        raise
+    finally:
+        f.close()
 
 
 def crc32(f, start, end, written):

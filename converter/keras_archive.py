@@ -42,24 +42,25 @@ def save(model, path):
         return
     import h5py
 
-    class InPlaceStore(store_class):
-        """Keras' HDF5 weights store on a file whose userblock will hold the zip header."""
-
-        def _get_h5_file(self, path_or_io, mode=None):
-            self.io_file = h5file.create(path_or_io, checksums=True)  # closed by the store, after the HDF5 file
-            return h5py.File(self.io_file, mode="w", userblock_size=HEADER_SIZE)
-
     metadata_name, config_name, weights_name = names
     config_json, metadata_json = serialize(model)
-    store = InPlaceStore(str(path), mode="w")
-    try:
-        with _skipsets_kept(saving_lib):
-            # Converted models hold no assets (no layer of theirs has any to save).
-            save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
-    finally:
-        store.close()
+    with h5file.create(path, checksums=True) as raw:
+
+        class InPlaceStore(store_class):
+            """Keras' HDF5 weights store on a file whose userblock will hold the zip header."""
+
+            def _get_h5_file(self, path_or_io, mode=None):
+                return h5py.File(raw, mode="w", userblock_size=HEADER_SIZE)
+
+        store = InPlaceStore(str(path), mode="w")
+        try:
+            with _skipsets_kept(saving_lib):
+                # Converted models hold no assets (no layer of theirs has any to save).
+                save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+        finally:
+            store.close()
     with open(path, "r+b") as f:
-        weights = _member_in_place(f, weights_name, store.io_file)
+        weights = _member_in_place(f, weights_name, raw)
         f.seek(0, 2)
         with zipfile.ZipFile(f, "w") as archive:
             archive.writestr(metadata_name, metadata_json)

@@ -127,19 +127,18 @@ def test_piece_file_crc_from_the_writes_equals_the_files(tmp_path):
         assert h5file.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
     assert h5file.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b) + 1) != zlib.crc32(a + b)
     piece = h5file.PIECE
-    f = h5file.create(tmp_path / "f", checksums=True)
-    for offset, length in ((None, 100), (None, 3 * piece + 7), (50, piece + 1), (None, 10), (None, piece),
-                           (3 * piece + 50, 3), (None, piece + 5), (None, 2 * piece)):
-        if offset is not None:
-            f.seek(offset)
-        else:
-            f.seek(0, 2)
-        f.write(os.urandom(length))
-    f.seek(4 * piece)  # a big write overwriting part of earlier big ones
-    f.write(os.urandom(piece))
-    f.seek(6 * piece)  # a small one, into the last big one written whole
-    f.write(b"xyz")
-    f.close()
+    with h5file.create(tmp_path / "f", checksums=True) as f:
+        for offset, length in ((None, 100), (None, 3 * piece + 7), (50, piece + 1), (None, 10), (None, piece),
+                               (3 * piece + 50, 3), (None, piece + 5), (None, 2 * piece)):
+            if offset is not None:
+                f.seek(offset)
+            else:
+                f.seek(0, 2)
+            f.write(os.urandom(length))
+        f.seek(4 * piece)  # a big write overwriting part of earlier big ones
+        f.write(os.urandom(piece))
+        f.seek(6 * piece)  # a small one, into the last big one written whole
+        f.write(b"xyz")
     assert len(f.checksums) == 6
     data = (tmp_path / "f").read_bytes()
     with open(tmp_path / "f", "rb") as g:
