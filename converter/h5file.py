@@ -38,10 +38,17 @@ class PieceFile(io.FileIO):
         super().__init__(path, mode)
         self.writes = [] if checksums else None  # (offset, length) of every write, in order
         self.checksums = {}  # index in writes: CRC-32 of that write's bytes
-        self.failure = None  # the first write's OSError
+        self.failure = None  # what the first failed write raised
         self._crc_thread = ThreadPoolExecutor(1) if checksums else None
 
     def write(self, data):
+        try:
+            return self._write(data)
+        except BaseException as err:  # KeyboardInterrupt too: h5py makes its own error of either
+            self.failure = self.failure or err
+            raise
+
+    def _write(self, data):
         view = memoryview(data).cast("B")
         pending = None
         if self._crc_thread is not None and len(view) >= PIECE:
@@ -52,9 +59,6 @@ class PieceFile(io.FileIO):
         try:
             while done < len(view):
                 done += super().write(view[done : done + PIECE])
-        except OSError as err:
-            self.failure = self.failure or err
-            raise
         finally:
             crc = None if pending is None else pending.result()  # even when failing: the bytes go with us
         if self.writes is not None:
@@ -72,12 +76,14 @@ class PieceFile(io.FileIO):
 @contextlib.contextmanager
 def create(path, checksums=False):
     """A new, empty :class:`PieceFile` at ``path``, open for reading and writing, closed on
-    leaving. When a write fails (no space left, ...), HDF5 reports that as it can, or not at all
-    (h5py then fails on the file's next call): the error leaving is the write's own."""
+    leaving. When a write fails (no space left, an interrupt, ...), HDF5 reports that as it can,
+    or not at all (h5py then fails on the file's next call): the error leaving is the write's own."""
     f = PieceFile(path, "w+", checksums=checksums)
     try:
         yield f
-    except Exception as err:
+        if f.failure is not None:  # HDF5 went on as if written
+            raise f.failure
+    except BaseException as err:
         if f.failure is not None and err is not f.failure:
             raise f.failure from None
         raise

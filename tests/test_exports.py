@@ -146,6 +146,26 @@ def test_piece_file_crc_from_the_writes_equals_the_files(tmp_path):
             assert h5file.crc32(g, start, end, f) == zlib.crc32(data[start:end]), (start, end)
 
 
+@pytest.mark.parametrize("writer", ["h5", "keras"])
+def test_ctrl_c_inside_hdf5s_write_leaves_as_keyboardinterrupt(tiny, tmp_path, monkeypatch, writer):
+    """A Ctrl-C landing in our write, called back from inside HDF5, reaches the caller as the
+    KeyboardInterrupt (h5py made an internal-looking error of it: exit 1 instead of 130)."""
+    import signal
+
+    from caffe2keras import h5file
+
+    class Interrupted(h5file.PieceFile):
+        def _write(self, data):
+            if len(data) > 64:  # a dataset's values, not HDF5's first metadata
+                signal.raise_signal(signal.SIGINT)
+            return super()._write(data)
+
+    monkeypatch.setattr(h5file, "PieceFile", Interrupted)
+    save = export._save_h5 if writer == "h5" else keras_archive.save
+    with pytest.raises(KeyboardInterrupt):
+        save(tiny, tmp_path / f"m.{writer}")
+
+
 def test_savedmodel_serves_caffe_outputs_by_blob_name(googlenet, outdir):
     import tensorflow as tf
 
