@@ -78,16 +78,24 @@ def test_ctrl_c_reaches_the_work_and_is_raised_to_the_caller():
     unwound = threading.Event()
 
     def work():
+        # Bounded: an interrupt that never arrives fails the test instead of hanging the suite.
+        deadline = time.monotonic() + 30
         try:
-            while True:
+            while time.monotonic() < deadline:
                 time.sleep(0.01)
         finally:
             unwound.set()
 
+    # Python's own Ctrl-C handler, whatever an earlier test of this process left behind.
+    handler_before = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        depth.call(work)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            depth.call(work)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, handler_before)
     assert unwound.is_set()
     assert sys.getrecursionlimit() < depth.RECURSION_LIMIT
 
