@@ -23,6 +23,17 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 GOLDEN = FIXTURES / "golden"
+# The golden nets of Caffe's standard layers that several suites run end to end.
+CORE_NETS = [
+    "pooling_edges",
+    "lrn_modes",
+    "conv_variants",
+    "dense_flatten",
+    "norm_scale",
+    "eltwise_act",
+    "shape_ops",
+    "v1_legacy",
+]
 SHARED = Path(os.environ.get("CAFFE2KERAS_SHARED") or REPO.parent / "shared")
 
 

@@ -10,20 +10,13 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import GOLDEN, shared_path
+from conftest import CORE_NETS, GOLDEN, shared_path
 from helpers import assert_close, assert_samples, final_blobs
 
 from caffe2keras.cli import main
 
 NETS = [
-    "pooling_edges",
-    "lrn_modes",
-    "conv_variants",
-    "dense_flatten",
-    "norm_scale",
-    "eltwise_act",
-    "shape_ops",
-    "v1_legacy",
+    *CORE_NETS,
     "zoo/bvlc_googlenet",
     "zoo/squeezenet_v1.1",
     "zoo/mobilenet_v2",

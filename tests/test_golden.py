@@ -8,18 +8,11 @@ top through real Caffe's recorded samples, plus their full outputs.
 import keras
 import numpy as np
 import pytest
-from conftest import GOLDEN, shared_path
+from conftest import CORE_NETS, GOLDEN, shared_path
 from helpers import assert_close, build, check_golden, model_inputs
 
 TOP_NETS = [
-    "pooling_edges",
-    "lrn_modes",
-    "conv_variants",
-    "dense_flatten",
-    "norm_scale",
-    "eltwise_act",
-    "shape_ops",
-    "v1_legacy",
+    *CORE_NETS,
     "extensions",
     "caffe_order",
     "argmax_ties",
