@@ -166,15 +166,9 @@ def build(netdef, input_shapes=None, outputs=None, supported=None, max_params=No
                     params += _check_params(node, bottom_shapes, params, limit)
             except ConversionError as err:
                 raise ConversionError(err.message, file=err.file or path, layer=err.layer or lname) from None
-            if len(top_shapes) != len(tops):
-                raise ConversionError(
-                    f"{layer.type} produces {len(top_shapes)} top(s) but {len(tops)} are listed", file=path, layer=lname
-                )
+            _check_tops(node, top_shapes, [top for _, top in tops], path)
         for (bid, top), shape in zip(tops, top_shapes):
-            shape = _dims(shape) if shape is not None else None
-            if not tolerant:
-                _check_shape(shape, lname, path, f"top '{top}'")
-            blobs[bid] = Blob(id=bid, name=top, shape=shape, producer=lname)
+            blobs[bid] = Blob(id=bid, name=top, shape=_dims(shape) if shape is not None else None, producer=lname)
             node.tops.append(bid)
         nodes.append(node)
 
@@ -220,14 +214,21 @@ def _survey(node, bottom_shapes, tops):
     try:
         with at_layer(node.name):
             shapes = types.infer(node, bottom_shapes)
-        if len(shapes) != len(tops):
-            raise ConversionError(f"{node.type} produces {len(shapes)} top(s) but {len(tops)} are listed")
-        for top, shape in zip(tops, shapes):
-            _check_shape(_dims(shape), node.name, None, f"top '{top}'")
+        _check_tops(node, shapes, tops, None)
     except ConversionError as err:
         node.problem = err.message
         return unknown
     return shapes
+
+
+def _check_tops(node, shapes, tops, path):
+    """Refuse inferred top ``shapes`` that do not fit ``node``'s listed ``tops`` (Caffe names): as
+    many shapes as tops, each within Caffe's limits (:func:`_check_shape`)."""
+    if len(shapes) != len(tops):
+        raise ConversionError(f"{node.type} produces {len(shapes)} top(s) but {len(tops)} are listed",
+                              file=path, layer=node.name)
+    for top, shape in zip(tops, shapes):
+        _check_shape(_dims(shape), node.name, path, f"top '{top}'")
 
 
 def _wire(netdef, tolerant=False):
