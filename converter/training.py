@@ -169,12 +169,10 @@ def blob_specs(conversion, strict=True):
     return specs
 
 
-def node_layers(conversion, node, by_name=None):
+def node_layers(conversion, node, by_name):
     """The Keras layers computing ``node``'s tops from other blobs (a translator may add padding,
     transposes or a subsampling after the kernel): those :meth:`~caffe2keras.naming.Names.of`
     names that the model has. ``by_name`` maps the model's layer names to its layers."""
-    if by_name is None:
-        by_name = {layer.name: layer for layer in conversion.model.layers}
     return [by_name[name] for name in conversion.names.of(node) if name in by_name]
 
 
