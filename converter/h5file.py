@@ -103,9 +103,12 @@ def crc32(f, start, end, written):
 
     def overwritten(index):
         offset, length = writes[index]
+
+        def overlaps(later):
+            return later > index and writes[later][0] < offset + length and offset < sum(writes[later])
+
         near = small[bisect.bisect_left(starts, offset - PIECE) : bisect.bisect_left(starts, offset + length)]
-        return any(later > index and writes[later][0] + writes[later][1] > offset for _, later in near) or any(
-            later > index and writes[later][0] < offset + length and offset < sum(writes[later]) for later in checksums)
+        return any(overlaps(later) for _, later in near) or any(overlaps(later) for later in checksums)
 
     known = sorted((*writes[index], crc) for index, crc in checksums.items()
                    if start <= writes[index][0] and sum(writes[index]) <= end and not overwritten(index))
